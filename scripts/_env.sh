@@ -1,0 +1,27 @@
+# Sourced by the two top-level commands: create (or reuse) the virtual environment in .venv and
+# install the course package with the extras the command needs. Re-installs only when
+# pyproject.toml changed since the last install, so a second run starts at once.
+# Usage: source scripts/_env.sh EXTRAS   (e.g. "book" or "test,book")
+set -euo pipefail
+extras="$1"
+venv="${COURSE_VENV:-.venv}"
+python="${PYTHON:-python3}"
+"$python" - <<'PY'
+import sys
+if sys.version_info < (3, 10):
+    sys.exit(f"The course needs Python >= 3.10, found {sys.version.split()[0]}.")
+PY
+if [ ! -x "$venv/bin/python" ]; then
+  echo "==> creating virtual environment in $venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
+fi
+stamp="$venv/.coursepkg-installed-$(echo "$extras" | tr ',' '-')"
+want="$(cat pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "==> installing coursepkg[$extras] into $venv (first run takes a few minutes)"
+  "$venv/bin/python" -m pip install --quiet -e ".[$extras]"
+  echo "$want" > "$stamp"
+fi
+export PATH="$PWD/$venv/bin:$PATH"
+export MPLBACKEND=Agg

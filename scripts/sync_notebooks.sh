@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# After editing a chapter's MyST source (book/, exercises/, solutions/), regenerate its paired
+# .ipynb (what Colab opens). The MyST file is the source of truth; the .ipynb is written without
+# outputs. tests/test_book.py fails when a pair has drifted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/_env.sh "test,book"
+for md in book/*.md exercises/*.md solutions/*.md; do
+  [ -f "$md" ] || continue
+  head -n 20 "$md" | grep -q '^jupytext:' || continue
+  jupytext --quiet --to ipynb "$md"
+done

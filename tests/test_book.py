@@ -1,0 +1,135 @@
+"""The book's structure: MyST/ipynb pairs in sync, every chapter in the table of contents, the same
+setup cell everywhere (pointing at the repository the Colab buttons use), and a Sphinx build with
+warnings as errors (without execution: nbval executes every notebook separately)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIRS = ("book", "exercises", "solutions")
+
+
+def _config() -> dict:
+    return yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
+def _toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections", []))
+            walk(entry.get("chapters", []))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters", []))
+    walk(toc.get("chapters", []))
+    return files
+
+
+def _myst_notebooks() -> list[Path]:
+    paths = []
+    for folder in NOTEBOOK_DIRS:
+        for md in sorted((ROOT / folder).glob("*.md")):
+            if "jupytext:" in md.read_text().split("---", 2)[1 if md.read_text().startswith("---") else 0]:
+                paths.append(md)
+    return paths
+
+
+MYST_NOTEBOOKS = _myst_notebooks()
+
+
+def _setup_cell() -> str:
+    url = _config()["repository"]["url"].rstrip("/")
+    branch = _config()["repository"]["branch"]
+    return (
+        "# Setup: on Colab, install the course package (Colab's own torch is kept); elsewhere nothing happens.\n"
+        "import sys\n"
+        'if "google.colab" in sys.modules:\n'
+        f'    %pip install --quiet "coursepkg @ git+{url}@{branch}"\n'
+        "from coursepkg.runtime import describe_runtime, get_profile\n"
+        "PROFILE = get_profile()\n"
+        "describe_runtime(PROFILE);"
+    )
+
+
+def test_there_are_notebooks():
+    assert any(p.parent.name == "book" for p in MYST_NOTEBOOKS)
+
+
+@pytest.mark.parametrize("md", MYST_NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_pair_in_sync(md: Path):
+    """The committed .ipynb (what Colab opens) has exactly the cells of its MyST source."""
+    ipynb = md.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.relative_to(ROOT)} is missing: run `bash scripts/sync_notebooks.sh`"
+    text, paired = jupytext.read(md), jupytext.read(ipynb)
+    cells = [(c.cell_type, c.source.strip()) for c in text.cells]
+    paired_cells = [(c.cell_type, c.source.strip()) for c in paired.cells]
+    assert cells == paired_cells, (
+        f"{md.relative_to(ROOT)} and its .ipynb have drifted: run `bash scripts/sync_notebooks.sh`"
+    )
+    # Colab opens the .ipynb as committed: no stale outputs from someone's local run.
+    for cell in paired.cells:
+        if cell.cell_type == "code":
+            assert not cell.get("outputs"), f"{ipynb.relative_to(ROOT)} carries outputs; strip them"
+
+
+@pytest.mark.parametrize("md", MYST_NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_first_code_cell_is_the_setup_cell(md: Path):
+    code = [c for c in jupytext.read(md).cells if c.cell_type == "code"]
+    assert code, f"{md} has no code cell"
+    assert code[0].source.strip() == _setup_cell(), (
+        f"the first code cell of {md.relative_to(ROOT)} must be the course's setup cell, pointing at "
+        "repository.url/branch of _config.yml"
+    )
+
+
+def test_every_chapter_is_in_the_toc_and_every_toc_entry_exists():
+    toc = _toc_files()
+    for entry in toc:
+        assert any((ROOT / f"{entry}{ext}").exists() for ext in (".md", ".ipynb")), f"{entry} in _toc.yml has no file"
+    pages = {str(p.relative_to(ROOT).with_suffix("")) for p in (ROOT / "book").glob("*.md")}
+    missing = sorted(pages - set(toc))
+    assert not missing, f"chapters missing from _toc.yml: {missing}"
+
+
+def test_config_points_colab_at_the_right_branch():
+    config = _config()
+    assert config["repository"]["branch"] == "main"
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", config["repository"]["url"])
+    assert config["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    # The book is built from the MyST side; the .ipynb twins must be excluded or Sphinx sees duplicates.
+    assert "book/*.ipynb" in config["exclude_patterns"]
+
+
+@pytest.mark.slow
+def test_book_builds_without_warnings(tmp_path: Path):
+    """Sphinx with warnings as errors, execution off (toc, citations, cross-references, MyST)."""
+    jb = Path(sys.executable).parent / "jupyter-book"
+    assert jb.exists(), "jupyter-book is not installed next to this Python (pip install -e '.[book]')"
+    config = _config()
+    config["execute"]["execute_notebooks"] = "off"
+    (tmp_path / "_config.yml").write_text(yaml.safe_dump(config))
+    out = subprocess.run(
+        [str(jb), "build", str(ROOT), "--config", str(tmp_path / "_config.yml"),
+         "--path-output", str(tmp_path), "--warningiserror", "--keep-going"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    html = tmp_path / "_build" / "html"
+    assert (html / "book" / "intro.html").exists()
+    page = (html / "book" / "data_and_conventions.html").read_text()
+    # The Colab launch button points at the committed .ipynb on the configured branch.
+    url = config["repository"]["url"].removeprefix("https://github.com/")
+    assert f"colab.research.google.com/github/{url}/blob/main/book/data_and_conventions.ipynb" in page
