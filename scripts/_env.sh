@@ -20,7 +20,12 @@ stamp="$venv/.coursepkg-installed-$(echo "$extras" | tr ',' '-')"
 want="$(cat pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "==> installing coursepkg[$extras] into $venv (first run takes a few minutes)"
-  "$venv/bin/python" -m pip install --quiet -e ".[$extras]"
+  log="$venv/pip-install.log"
+  if ! "$venv/bin/python" -m pip install -e ".[$extras]" > "$log" 2>&1; then
+    tail -n 40 "$log"
+    echo "pip install failed; the full log is in $log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
 export PATH="$PWD/$venv/bin:$PATH"
