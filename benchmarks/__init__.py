@@ -1,0 +1,1 @@
+"""Benchmarks of coursepkg against trusted implementations (the book page imports them)."""
