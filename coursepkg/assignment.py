@@ -1,0 +1,180 @@
+"""Anchor assignment for the RPN: which anchors are positive, negative or ignored, and the sampler.
+
+Faster R-CNN (§3.1.2) labels each anchor from its IoU with the ground-truth boxes:
+
+* positive (1): IoU >= 0.7 with some ground truth, *or* the anchor has the highest IoU of all
+  anchors for some ground truth (so every object gets at least one anchor, even a badly covered one);
+* negative (0): max IoU < 0.3 with every ground truth;
+* ignored (-1): everything else; it contributes nothing to the loss.
+
+Then 256 anchors per image are sampled for the loss, at most half of them positive, negatives
+filling the rest.
+
+Shapes::
+
+    iou_matrix        [G, A]   IoU of every ground truth (rows) with every anchor (columns)
+    matched_gt        [A]      int64, index of the anchor's best ground truth
+    labels            [A]      int64, 1 positive / 0 negative / -1 ignored
+    pos_idx, neg_idx  [P], [Q] int64 anchor indices, P + Q <= num_samples
+
+Relation to torchvision's ``Matcher(0.7, 0.3, allow_low_quality_matches=True)``, which returns one
+tensor ``matches`` with the ground-truth index for positives, ``BELOW_LOW_THRESHOLD = -1`` for
+negatives and ``BETWEEN_THRESHOLDS = -2`` for ignored anchors: here the index and the label are
+returned separately (detectron2's style), so ``labels = 1 where matches >= 0, 0 where matches ==
+-1, -1 where matches == -2`` and ``matched_gt = matches`` wherever ``matches >= 0``.
+
+Chapter: book/07_faster_rcnn (section "Which anchors are positive").
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+POSITIVE, NEGATIVE, IGNORED = 1, 0, -1
+
+
+class AnchorMatch(NamedTuple):
+    """Result of :func:`match_anchors`."""
+
+    matched_gt: Tensor
+    """[A] int64: the ground truth with the highest IoU for each anchor (first one on ties; -1 when
+    there is no ground truth). Meaningful for positives; use it to build regression targets."""
+    labels: Tensor
+    """[A] int64: 1 positive, 0 negative, -1 ignored."""
+
+
+class SampledAnchors(NamedTuple):
+    """Result of :func:`sample_balanced`."""
+
+    pos_idx: Tensor
+    """[P] int64 indices of the sampled positives, sorted."""
+    neg_idx: Tensor
+    """[Q] int64 indices of the sampled negatives, sorted."""
+
+
+def match_anchors(
+    iou_matrix: Tensor,
+    high_threshold: float = 0.7,
+    low_threshold: float = 0.3,
+    allow_low_quality_matches: bool = True,
+) -> AnchorMatch:
+    """Label anchors positive / negative / ignored from their IoU with the ground truths.
+
+    Faster R-CNN §3.1.2: positive if ``max IoU >= high_threshold``; negative if
+    ``max IoU < low_threshold``; ignored in between. With ``allow_low_quality_matches``, for every
+    ground truth the anchors that reach its highest IoU (all of them on ties) also become positive,
+    matched to *their own* best ground truth (torchvision's rule). A ground truth whose best IoU is 0
+    (for example a zero-area box) adds no such match: torchvision would turn every anchor with IoU 0
+    to it positive, a quirk inherited from py-faster-rcnn that we guard against. Otherwise the
+    result equals torchvision's ``Matcher(high_threshold, low_threshold, allow_low_quality_matches)``.
+
+    Args:
+        iou_matrix: [G, A] float, IoU of ground truth ``g`` with anchor ``a``. G = 0 (an image
+            without objects) makes every anchor negative.
+        high_threshold: IoU from which an anchor is positive (inclusive).
+        low_threshold: IoU below which an anchor is negative (exclusive).
+        allow_low_quality_matches: also make the best anchor(s) of each ground truth positive.
+
+    Returns:
+        ``AnchorMatch(matched_gt [A] int64, labels [A] int64)``.
+
+    Raises:
+        TypeError: if ``iou_matrix`` is not a floating tensor.
+        ValueError: if ``iou_matrix`` is not 2-D or contains NaN, or ``low_threshold > high_threshold``.
+
+    Chapter: book/07_faster_rcnn (section "Which anchors are positive").
+    """
+    if not isinstance(iou_matrix, Tensor):
+        raise TypeError(f"iou_matrix must be a torch.Tensor, got {type(iou_matrix).__name__}")
+    if iou_matrix.dim() != 2:
+        raise ValueError(f"iou_matrix must be [G, A], got {list(iou_matrix.shape)}")
+    if not iou_matrix.is_floating_point():
+        raise TypeError(f"iou_matrix must be a floating tensor, got {iou_matrix.dtype}")
+    if torch.isnan(iou_matrix).any():
+        raise ValueError("iou_matrix contains NaN")
+    if low_threshold > high_threshold:
+        raise ValueError(
+            f"low_threshold must be <= high_threshold, got low={low_threshold}, high={high_threshold}"
+        )
+    num_gt, num_anchors = iou_matrix.shape
+    device = iou_matrix.device
+    if num_gt == 0:
+        # An image without objects: every anchor is background.
+        return AnchorMatch(
+            matched_gt=torch.full((num_anchors,), -1, dtype=torch.int64, device=device),
+            labels=torch.full((num_anchors,), NEGATIVE, dtype=torch.int64, device=device),
+        )
+
+    best_iou, matched_gt = iou_matrix.max(dim=0)  # [A] each: best ground truth per anchor
+    labels = torch.full((num_anchors,), IGNORED, dtype=torch.int64, device=device)
+    labels[best_iou < low_threshold] = NEGATIVE
+    labels[best_iou >= high_threshold] = POSITIVE
+
+    if allow_low_quality_matches and num_anchors > 0:
+        best_per_gt = iou_matrix.max(dim=1).values  # [G]
+        # Every anchor that reaches its ground truth's best IoU, ties included; skip best IoU 0.
+        is_best = (iou_matrix == best_per_gt[:, None]) & (best_per_gt[:, None] > 0)  # [G, A]
+        labels[is_best.any(dim=0)] = POSITIVE
+    return AnchorMatch(matched_gt=matched_gt, labels=labels)
+
+
+def sample_balanced(
+    labels: Tensor,
+    num_samples: int = 256,
+    positive_fraction: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> SampledAnchors:
+    """Pick a mini-batch of anchors with at most ``positive_fraction`` positives.
+
+    ``num_pos = min(#positives, int(num_samples * positive_fraction))`` positives and
+    ``num_neg = min(#negatives, num_samples - num_pos)`` negatives, chosen uniformly at random
+    without replacement (Faster R-CNN §3.1.3: 256 anchors, up to 1:1). When there are fewer than
+    128 positives the batch is padded with negatives. Ignored anchors (-1) are never sampled.
+    The counts equal torchvision's ``BalancedPositiveNegativeSampler``; the subsets are random.
+
+    The lecture notes compute the negative budget as ``n_sample * np.sum(label == 1)`` (a product:
+    32,768 for 128 positives, so no negative is ever dropped); it must be the difference
+    ``n_sample - np.sum(label == 1)``.
+
+    Args:
+        labels: [A] integer or float labels, 1 positive, 0 negative, -1 ignored.
+        num_samples: anchors per image in the batch (``RPN_BATCHSIZE`` = 256).
+        positive_fraction: largest share of positives (``RPN_FG_FRACTION`` = 0.5).
+        generator: random generator for reproducible draws (on the CPU; the indices are moved to
+            the device of ``labels``).
+
+    Returns:
+        ``SampledAnchors(pos_idx [P] int64, neg_idx [Q] int64)``, each sorted, on the device of
+        ``labels``.
+
+    Raises:
+        TypeError: if ``labels`` is not a tensor.
+        ValueError: if ``labels`` is not 1-D or has values other than -1, 0, 1, if ``num_samples``
+            is negative, or ``positive_fraction`` is outside [0, 1].
+
+    Chapter: book/07_faster_rcnn (section "Sampling 256 anchors").
+    """
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dim() != 1:
+        raise ValueError(f"labels must be [A], got {list(labels.shape)}")
+    if not ((labels == POSITIVE) | (labels == NEGATIVE) | (labels == IGNORED)).all():
+        raise ValueError("labels must only contain 1 (positive), 0 (negative) and -1 (ignored)")
+    if int(num_samples) != num_samples or num_samples < 0:
+        raise ValueError(f"num_samples must be a non-negative integer, got {num_samples}")
+    if not 0.0 <= positive_fraction <= 1.0:
+        raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
+
+    positives = torch.where(labels == POSITIVE)[0]
+    negatives = torch.where(labels == NEGATIVE)[0]
+    num_pos = min(positives.numel(), int(num_samples * positive_fraction))
+    num_neg = min(negatives.numel(), int(num_samples) - num_pos)  # the notes wrote "*" here
+
+    def choose(candidates: Tensor, k: int) -> Tensor:
+        order = torch.randperm(candidates.numel(), generator=generator)[:k].to(candidates.device)
+        return candidates[order].sort().values
+
+    return SampledAnchors(pos_idx=choose(positives, num_pos), neg_idx=choose(negatives, num_neg))
