@@ -8,5 +8,6 @@ source scripts/_env.sh "test,book"
 for md in book/*.md exercises/*.md solutions/*.md; do
   [ -f "$md" ] || continue
   head -n 20 "$md" | grep -q '^jupytext:' || continue
-  jupytext --quiet --to ipynb "$md"
+  # --update keeps the cell ids of the existing .ipynb, so diffs show only real changes.
+  if [ -f "${md%.md}.ipynb" ]; then jupytext --quiet --update --to ipynb "$md"; else jupytext --quiet --to ipynb "$md"; fi
 done

@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_env.sh "test,book"
 export COURSE_PROFILE="${COURSE_PROFILE:-smoke}"
+# Small tensors dominate the tests; one thread per process avoids oversubscribing the cores when
+# pytest, notebook kernels and grader subprocesses run side by side.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 echo "==> pytest (profile: $COURSE_PROFILE)"
 python -m pytest tests book exercises solutions \
   --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider "$@"

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from torchvision.ops import masks_to_boxes
 
 from coursepkg.datasets import (
     DEFAULT_SHAPE_CLASSES,
@@ -14,8 +13,6 @@ from coursepkg.datasets import (
     ShapesDataset,
     check_target,
     collate_detection,
-    item_generator,
-    masks_to_tight_boxes,
     shape_mask,
 )
 
@@ -37,44 +34,6 @@ def _slow_tight_box(mask: np.ndarray) -> list[float]:
     """Reference: the continuous box of a mask from the indices of its pixels."""
     rows, cols = np.nonzero(mask)
     return [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
-
-
-# --- item_generator and masks_to_tight_boxes ---------------------------------------------------
-
-
-def test_item_generator_depends_on_seed_and_index_only():
-    a = torch.rand(5, generator=item_generator(3, 7))
-    torch.testing.assert_close(a, torch.rand(5, generator=item_generator(3, 7)))
-    # (seed, index) pairs that a naive seed + index would confuse get different streams.
-    draws = {
-        pair: torch.rand(3, generator=item_generator(*pair)).tolist()
-        for pair in [(0, 1), (1, 0), (0, 0), (2**40, 5), (5, 2**40)]
-    }
-    assert len({tuple(v) for v in draws.values()}) == len(draws)
-
-
-def test_masks_to_tight_boxes_against_torchvision_and_a_loop():
-    gen = torch.Generator().manual_seed(0)
-    for height, width, count in [(1, 1, 1), (5, 9, 3), (32, 17, 6)]:
-        masks = torch.rand(count, height, width, generator=gen) > 0.7
-        masks[:, gen.seed() % height, 0] = True  # no empty mask
-        boxes = masks_to_tight_boxes(masks)
-        # torchvision returns pixel indices (x_max, y_max of the last pixel): ours add 1.
-        expected = masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])
-        torch.testing.assert_close(boxes, expected)
-        loop = torch.tensor([_slow_tight_box(m.numpy()) for m in masks], dtype=torch.float32)
-        torch.testing.assert_close(boxes, loop)
-
-
-def test_masks_to_tight_boxes_single_pixel_and_errors():
-    mask = torch.zeros(1, 4, 6, dtype=torch.bool)
-    mask[0, 2, 3] = True
-    torch.testing.assert_close(masks_to_tight_boxes(mask), torch.tensor([[3.0, 2.0, 4.0, 3.0]]))
-    assert masks_to_tight_boxes(torch.zeros(0, 4, 6, dtype=torch.bool)).shape == (0, 4)
-    with pytest.raises(ValueError, match=r"masks\[1\] is empty"):
-        masks_to_tight_boxes(torch.cat([mask, torch.zeros_like(mask)]))
-    with pytest.raises(ValueError, match=r"masks must be \[G, H, W\]"):
-        masks_to_tight_boxes(mask[0])
 
 
 # --- shape_mask -----------------------------------------------------------------------------
