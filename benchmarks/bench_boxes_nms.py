@@ -8,9 +8,10 @@ or import it and call :func:`measure`, which returns the table as a list of dict
 renders it with ``pandas.DataFrame(rows)`` or a Markdown table).
 
 Each case checks first that both implementations return identical results, then calls them
-alternately ``repeats`` times (so both see the same machine load) and reports the median time
-of each and the ratio ours / torchvision. Because the machine may be busy, the ratio of the best
-(minimum) times is reported too.
+alternately ``repeats`` times (so both see the same machine load; which one goes first alternates
+too, so neither always runs right after the other) and reports the median time of each and the
+ratio ours / torchvision. Because the machine may be busy, the ratio of the best (minimum) times
+is reported too, and the spread: the quartiles of the ratios of the two calls of each repeat.
 
 By default torch runs on one thread: torchvision's CPU ``nms`` is single-threaded C++, and a
 box-IoU matrix of this size gains little from more threads on a shared machine.
@@ -59,27 +60,34 @@ def clustered_boxes(
 
 
 def _time_pair(ours: Callable[[], object], theirs: Callable[[], object], repeats: int):
-    """Median and best times (seconds) of both, called alternately after one warm-up call."""
+    """Times (seconds) of both, called alternately after one warm-up call each.
+
+    Each repeat times one call of each, ours first on even repeats and theirs first on odd ones:
+    on a busy machine the call that follows the other can find the caches in a different state.
+    """
     ours(), theirs()
     times_ours, times_theirs = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        ours()
-        middle = time.perf_counter()
-        theirs()
-        times_ours.append(middle - start)
-        times_theirs.append(time.perf_counter() - middle)
+    for i in range(repeats):
+        pair = [(ours, times_ours), (theirs, times_theirs)]
+        for fn, times in pair if i % 2 == 0 else pair[::-1]:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
     return times_ours, times_theirs
 
 
 def _row(case: str, kind: str, times_ours: list[float], times_theirs: list[float]) -> dict:
     ours_ms, theirs_ms = statistics.median(times_ours) * 1e3, statistics.median(times_theirs) * 1e3
+    paired = [a / b for a, b in zip(times_ours, times_theirs, strict=True)]  # one per repeat
+    q1, _, q3 = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
     return {
         "case": case,
         "ours_ms": round(ours_ms, 3),
         "torchvision_ms": round(theirs_ms, 3),
         "ratio": round(ours_ms / theirs_ms, 2),
         "ratio_best": round(min(times_ours) / min(times_theirs), 2),
+        "ratio_q1": round(q1, 2),
+        "ratio_q3": round(q3, 2),
         "target": TARGETS[kind],
     }
 
@@ -88,7 +96,9 @@ def measure(repeats: int = 50, threads: int | None = 1, seed: int = 0) -> list[d
     """Run every case; returns one dict per case (the table printed by :func:`main`).
 
     Keys: ``case``, ``ours_ms`` and ``torchvision_ms`` (medians), ``ratio`` (of the medians),
-    ``ratio_best`` (of the minimum times) and ``target`` (the largest acceptable ratio).
+    ``ratio_best`` (of the minimum times), ``ratio_q1`` and ``ratio_q3`` (quartiles of the
+    ratios of the two calls of each repeat: the spread) and ``target`` (the largest acceptable
+    ratio).
 
     Args:
         repeats: timed calls per implementation and case.
@@ -130,12 +140,15 @@ def measure(repeats: int = 50, threads: int | None = 1, seed: int = 0) -> list[d
 
 def format_table(rows: list[dict]) -> str:
     """The rows as a Markdown table."""
-    header = "| case | ours (ms) | torchvision (ms) | ratio | ratio of best | target |"
-    lines = [header, "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    header = (
+        "| case | ours (ms) | torchvision (ms) | ratio | ratio of best | ratio quartiles | target |"
+    )
+    lines = [header, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(
             f"| {r['case']} | {r['ours_ms']:.3f} | {r['torchvision_ms']:.3f} | {r['ratio']:.2f} "
-            f"| {r['ratio_best']:.2f} | <= {r['target']} |"
+            f"| {r['ratio_best']:.2f} | {r['ratio_q1']:.2f}-{r['ratio_q3']:.2f} "
+            f"| <= {r['target']} |"
         )
     return "\n".join(lines)
 

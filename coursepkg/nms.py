@@ -26,15 +26,23 @@ import math
 from collections.abc import Iterator
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from coursepkg.boxes import box_iou, check_boxes
 
-# The greedy loop of :func:`nms` decides boxes ``_BLOCK`` at a time (see ``_greedy_nms_sorted``),
-# with each box's "whom do I suppress" row packed into int64 words of ``_WORD`` bits.
-_WORD = 62
-_BLOCK = 2 * _WORD
+# The greedy loop of :func:`nms` decides the boxes a block at a time (see ``_greedy_nms``). A
+# block's boxes are compared with every box still in play: a larger block means fewer passes,
+# each costing some 20 NumPy calls, but more comparisons wasted on block boxes that turn out to
+# be suppressed. 16 was fastest on clustered detections, N = 1,000 to 5,000 (benchmarks/). Once
+# at most ``_LAST_BLOCK`` boxes remain, one last block takes them all; 63 keeps a row of the
+# block's overlap matrix within an int64 (see ``_greedy_within_block``).
+_BLOCK = 16
+_LAST_BLOCK = 63
+_POWERS_OF_TWO = 2 ** np.arange(_LAST_BLOCK, dtype=np.int64)  # [63]: bit j of a row mask
+# The float dtypes NumPy has; bfloat16 is converted to float32, which holds its values exactly.
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 
 def _check_threshold(value: float, name: str) -> float:
@@ -62,70 +70,117 @@ def _check_scores(scores: Tensor, boxes: Tensor, name: str = "scores") -> None:
         raise ValueError(f"{name} must be finite (no NaN or inf)")
 
 
-def _iou_above(block: Tensor, others: Tensor, iou_threshold: float) -> Tensor:
-    """``IoU > iou_threshold`` for every pair, boxes stored as rows ``x1, y1, -x2, -y2, area``.
+def _largest_at_most(value: float, dtype: np.dtype) -> np.floating:
+    """The largest number of ``dtype`` that is ``<= value``.
+
+    For every ``x`` of that dtype, ``x > result`` exactly when ``x > value``. torchvision compares
+    its float IoU with the threshold in double precision (C++ promotes the float); comparing with
+    the threshold merely rounded to float32 would disagree on one IoU: float32(0.3) = 0.30000001
+    is ``> 0.3``, so 3/10 suppresses at threshold 0.3, but it is not ``> float32(0.3)``.
+    """
+    rounded = dtype.type(value)  # nearest, possibly above
+    return np.nextafter(rounded, dtype.type(0)) if float(rounded) > value else rounded
+
+
+def _iou_above(block: np.ndarray, others: np.ndarray, limit: np.floating) -> np.ndarray:
+    """``IoU > limit`` for every pair, boxes stored as rows ``x1, y1, -x2, -y2, area``.
 
     ``block`` is ``[5, B, 1]`` and ``others`` ``[5, 1, R]``; returns ``[B, R]`` bool. With the far
-    corners negated, one ``maximum`` gives all four edges of every intersection, since
-    ``max(-a, -b) = -min(a, b)``. The values are torchvision's bit for bit (negation is exact), so
-    IoUs exactly at the threshold agree.
+    corners negated, every edge of an intersection is a ``maximum``, since
+    ``max(-a, -b) = -min(a, b)``. Where the boxes overlap the values are torchvision's bit for
+    bit (negation is exact), so IoUs exactly at the threshold agree. The time goes into passes
+    over ``[B, R]`` arrays, so two of them are reused for every step.
     """
-    edges = torch.maximum(block[:4], others[:4])  # [4, B, R]: x1, y1, -x2, -y2 of the intersection
-    minus_wh = edges[2:].add_(edges[:2]).clamp_(max=0)  # [2, B, R]: -width, -height (or 0)
-    inter = minus_wh[0].mul_(minus_wh[1])  # [B, R]
-    union = (block[4] + others[4]).sub_(inter)  # 0 only for two zero-area boxes: 0/0 = NaN, not > t
-    return inter.div_(union) > iou_threshold
+    inter = np.maximum(block[2], others[2])  # [B, R]: -x2 of the intersection
+    scratch = np.maximum(block[0], others[0])  # [B, R]: x1 of the intersection
+    inter += scratch  # -width
+    # Clamping one factor is enough: with -width <= 0, the product is the intersection where
+    # both factors are < 0, and 0, negative or NaN elsewhere, none of which is > limit (>= 0).
+    np.minimum(inter, 0, out=inter)
+    np.maximum(block[3], others[3], out=scratch)
+    scratch += np.maximum(block[1], others[1])  # -height
+    inter *= scratch
+    union = np.add(block[4], others[4], out=scratch)
+    union -= inter  # 0 only for two zero-area boxes: 0/0 = NaN, not > limit
+    inter /= union
+    return inter > limit
 
 
-def _greedy_nms_sorted(boxes: Tensor, iou_threshold: float, labels: Tensor | None) -> Tensor:
-    """Greedy NMS on boxes already sorted by decreasing score; returns the kept positions.
+def _greedy_within_block(over: np.ndarray) -> list[int]:
+    """The greedy decisions inside one block, from its ``[B, B]`` matrix of ``IoU > t``.
+
+    Row ``i`` becomes one integer whose bit ``j`` is set when box ``i`` suppresses box ``j``
+    (the bitmask trick of torchvision's CUDA kernel); deciding a box is then one bit test. Bits
+    ``j <= i`` are harmless: those boxes are already decided when box ``i`` is kept.
+    """
+    masks = (over @ _POWERS_OF_TWO[: len(over)]).tolist()  # [B] ints
+    suppressed, keep = 0, []
+    for i, mask in enumerate(masks):
+        if not suppressed >> i & 1:
+            keep.append(i)
+            suppressed |= mask
+    return keep
+
+
+def _sorted_rows(boxes: Tensor, scores: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The visiting order and the boxes in that order, as NumPy arrays on the host.
+
+    Returns ``order`` ``[N]``, the indices by decreasing score with ties in input order (a stable
+    sort of ``-scores``, like ``torch.sort(descending=True, stable=True)``), and ``rows``
+    ``[5, N]``, the sorted boxes as rows ``x1, y1, -x2, -y2, area`` (see :func:`_iou_above`).
+    """
+    if scores.dtype not in _NUMPY_FLOATS:
+        scores = scores.float()
+    if boxes.dtype not in _NUMPY_FLOATS:
+        boxes = boxes.float()
+    order = np.argsort(-scores.detach().cpu().numpy(), kind="stable")  # [N]
+    x1, y1, x2, y2 = corners = boxes.detach().cpu().numpy().take(order, axis=0).T  # [4, N]
+    rows = np.empty((5, len(order)), corners.dtype)
+    rows[:2] = corners[:2]
+    np.negative(corners[2:], out=rows[2:4])
+    np.multiply(x2 - x1, y2 - y1, out=rows[4])  # the area, as torchvision computes it
+    return order, rows
+
+
+def _greedy_nms(
+    boxes: Tensor, scores: Tensor, iou_threshold: float, labels: Tensor | None
+) -> Tensor:
+    """Greedy NMS (per class when ``labels`` are given); returns the kept indices, best first.
 
     Same result as the textbook loop (:func:`nms_steps`), organised for speed. The boxes still in
-    play are taken ``_BLOCK`` at a time, best first:
+    play are taken a block at a time, best first:
 
-    1. IoU within the block; each box's overlaps become a bitmask (bit ``j`` of box ``i`` set
-       when ``IoU(i, j) > t``, the trick of torchvision's CUDA kernel), in ``_WORD``-bit words;
-    2. the greedy decisions inside the block, in order, in plain Python on those bitmasks;
-    3. the block's kept boxes remove, in one vectorised step, every box further down the list
-       that they overlap; the survivors form the next blocks.
+    1. the IoU of each box of the block with every box in play, in one vectorised step;
+    2. the greedy decisions inside the block, in order, in plain Python on bitmasks;
+    3. the block's kept boxes remove every box further down the list that they overlap; the
+       survivors form the next blocks.
 
-    The work is about (kept boxes) x (boxes in play), like torchvision's C++ loop, with a few
-    dozen tensor operations per block instead of several per box.
+    The work is about (kept boxes) x (boxes in play), like torchvision's C++ loop, with some 20
+    NumPy calls per block. It runs in NumPy on the host because a NumPy call on a small array
+    costs about a microsecond and a torch call several. CUDA inputs are copied to the host once
+    (torchvision's CUDA kernel also finishes its greedy loop on the host); the kept indices come
+    back on the boxes' device.
     """
-    x1, y1, x2, y2 = boxes.unbind(dim=1)
-    rows = torch.stack([x1, y1, -x2, -y2, (x2 - x1) * (y2 - y1)])  # [5, N]
-    position = torch.arange(boxes.shape[0], device=boxes.device)  # [N] sorted position
-    bits = 2 ** torch.arange(_WORD, device=boxes.device)  # [W] int64 powers of two
-    kept = []
-    while position.numel() > 0:
-        size = min(_BLOCK, position.numel())
-        block = rows[:, :size]  # [5, B]
-        over = _iou_above(block[:, :, None], block[:, None, :], iou_threshold)  # [B, B]
-        if labels is not None:  # batched NMS: boxes of different classes never suppress
-            block_labels = labels[:size]
-            over &= block_labels[:, None] == block_labels[None, :]
-        words = -(-size // _WORD)
-        if words * _WORD != size:
-            over = torch.nn.functional.pad(over, (0, words * _WORD - size))  # [B, words * W]
-        masks = (over.view(size, words, _WORD).long() * bits).sum(dim=2).tolist()  # [B][words]
-        suppressed, keep = 0, []
-        for i in range(size):  # the greedy loop itself: one bit test per box
-            if not suppressed >> i & 1:
-                keep.append(i)
-                for k, word in enumerate(masks[i]):
-                    suppressed |= word << (k * _WORD)
-        keep_t = torch.tensor(keep, device=boxes.device)
-        kept.append(position[keep_t])
-        if size == position.numel():
-            break
-        hit = _iou_above(block[:, keep_t, None], rows[:, None, size:], iou_threshold)  # [K, R]
-        if labels is not None:
-            hit &= block_labels[keep_t, None] == labels[None, size:]
-        survivors = hit.any(dim=0).logical_not_().nonzero().squeeze(1).add_(size)
-        rows, position = rows[:, survivors], position[survivors]
-        if labels is not None:
-            labels = labels[survivors]
-    return torch.cat(kept) if kept else position
+    with np.errstate(all="ignore"):  # 0/0 and overflow give NaN and inf, which never suppress
+        order, rows = _sorted_rows(boxes, scores)
+        classes = None if labels is None else labels.cpu().numpy().take(order)  # [N]
+        limit = _largest_at_most(iou_threshold, rows.dtype)
+        position = np.arange(len(order))  # [R] position in ``order`` of each box still in play
+        kept = []
+        while position.size > 0:
+            size = _BLOCK if position.size > _LAST_BLOCK else position.size
+            over = _iou_above(rows[:, :size, None], rows[:, None, :], limit)  # [B, R]
+            if classes is not None:  # batched NMS: boxes of different classes never suppress
+                over &= classes[:size, None] == classes[None, :]
+            keep = _greedy_within_block(over[:, :size])
+            kept.append(position[keep])
+            hit = np.logical_or.reduce(over[keep, size:])  # [R - B]: overlaps a kept box
+            survivors = np.logical_not(hit, out=hit).nonzero()[0]  # [R'] among the rest
+            rows, position = rows[:, size:].take(survivors, axis=1), position[size:][survivors]
+            if classes is not None:
+                classes = classes[size:][survivors]
+    kept = order.take(np.concatenate(kept)) if kept else position  # [K]
+    return torch.from_numpy(kept).to(boxes.device, torch.int64)
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -134,6 +189,8 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     Visit the boxes in decreasing score order; keep a box unless a box kept before it has
     ``IoU > iou_threshold`` with it (strictly greater: IoU equal to the threshold survives).
     Equal scores are visited in input order (a stable sort), as torchvision does on the CPU.
+    The greedy loop runs in NumPy on the host: CUDA inputs are copied there and the result comes
+    back on their device; bfloat16 boxes are compared in float32.
 
     Args:
         boxes: ``[N, 4]`` xyxy boxes.
@@ -152,8 +209,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     check_boxes(boxes)
     _check_scores(scores, boxes)
     iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
-    order = torch.sort(scores, descending=True, stable=True).indices  # [N]
-    return order[_greedy_nms_sorted(boxes[order], iou_threshold, None)]
+    return _greedy_nms(boxes, scores, iou_threshold, None)
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -187,8 +243,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     if idxs.device != boxes.device:
         raise ValueError(f"idxs must be on the device of boxes ({boxes.device}), got {idxs.device}")
     iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
-    order = torch.sort(scores, descending=True, stable=True).indices
-    return order[_greedy_nms_sorted(boxes[order], iou_threshold, idxs[order])]
+    return _greedy_nms(boxes, scores, iou_threshold, idxs)
 
 
 class NMSStep(NamedTuple):

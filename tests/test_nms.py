@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -137,13 +138,136 @@ def test_nms_notes_example_keeps_box_0():
     assert_close(box_iou(NOTES_BOXES[:1], NOTES_BOXES[2:3]), torch.tensor([[200 * 100 / 125000]]))
 
 
-def test_nms_block_size_does_not_change_the_result(monkeypatch):
-    boxes, scores = random_detections(700, seed=5)
-    expected = tvops.nms(boxes, scores, 0.5)
-    for word, block in [(3, 3), (5, 10), (62, 62), (62, 186)]:
-        monkeypatch.setattr(nms_module, "_WORD", word)
-        monkeypatch.setattr(nms_module, "_BLOCK", block)
-        assert torch.equal(nms(boxes, scores, 0.5), expected), (word, block)
+def greedy_reference(boxes, scores, threshold):
+    """The textbook loop with torchvision's IoU formula, in the boxes' dtype, one box at a time.
+
+    Like torchvision's C++ kernel, the IoU is compared with the threshold in double precision.
+    """
+    x1, y1, x2, y2 = boxes.unbind(dim=1)
+    area = (x2 - x1) * (y2 - y1)
+    order = torch.sort(scores, descending=True, stable=True).indices.tolist()
+    suppressed, keep = set(), []
+    for position, i in enumerate(order):
+        if i in suppressed:
+            continue
+        keep.append(i)
+        rest = torch.tensor(order[position + 1 :], dtype=torch.int64)
+        w = (torch.minimum(x2[i], x2[rest]) - torch.maximum(x1[i], x1[rest])).clamp(min=0)
+        h = (torch.minimum(y2[i], y2[rest]) - torch.maximum(y1[i], y1[rest])).clamp(min=0)
+        inter = w * h
+        iou = inter / (area[i] + area[rest] - inter)
+        suppressed.update(rest[iou.double() > threshold].tolist())
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+@pytest.mark.parametrize(("block", "last_block"), [(1, 1), (3, 10), (16, 63), (63, 63)])
+def test_nms_block_sizes_do_not_change_the_result(monkeypatch, block, last_block):
+    # (1, 1): every block is one box, the textbook loop; 63: the largest block whose rows fit an
+    # int64. Inputs of 700 and 300 boxes go through both kinds of block.
+    monkeypatch.setattr(nms_module, "_BLOCK", block)
+    monkeypatch.setattr(nms_module, "_LAST_BLOCK", last_block)
+    for n, tied in [(700, False), (300, True)]:
+        boxes, scores = random_detections(n, seed=5, tied=tied)
+        for threshold in (0.0, 0.5, 1.0):
+            expected = tvops.nms(boxes, scores, threshold)
+            assert torch.equal(nms(boxes, scores, threshold), expected), (n, threshold)
+        idxs = torch.randint(0, 3, (n,), generator=torch.Generator().manual_seed(block))
+        ours = batched_nms(boxes, scores, idxs, 0.5)
+        assert torch.equal(ours, per_class_reference(boxes, scores, idxs, 0.5))
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 1, 2])
+def test_nms_on_both_sides_of_the_last_block(offset):
+    # Up to _LAST_BLOCK boxes are decided in one block; one more box takes a first block of
+    # _BLOCK boxes, then the rest.
+    n = nms_module._LAST_BLOCK + offset
+    for seed, tied in [(0, False), (1, True)]:
+        boxes, scores = random_detections(n, seed=600 + seed, tied=tied)
+        for threshold in (0.3, 0.5, 0.7):
+            assert torch.equal(nms(boxes, scores, threshold), tvops.nms(boxes, scores, threshold))
+
+
+def test_nms_threshold_is_compared_exactly():
+    # IoU k/10 and k/7 against thresholds given as Python floats (doubles). In float32, 3/10
+    # rounds to 0.30000001 > 0.3: torchvision (which compares in double) suppresses at 0.3.
+    for denominator in (10, 7):
+        wide = [0.0, 0.0, float(denominator), 1.0]
+        boxes = torch.tensor([wide] + [[0.0, 0.0, float(k), 1.0] for k in range(1, denominator)])
+        scores = torch.linspace(1, 0.1, denominator)
+        for dtype in (torch.float32, torch.float64):
+            b, s = boxes.to(dtype), scores.to(dtype)
+            for k in range(1, denominator):
+                for threshold in (k / denominator, 0.3):
+                    expected = tvops.nms(b, s, threshold)
+                    assert torch.equal(nms(b, s, threshold), expected), (dtype, k, threshold)
+    b32 = torch.tensor([[0.0, 0.0, 10.0, 1.0], [0.0, 0.0, 3.0, 1.0]])
+    assert nms(b32, torch.tensor([0.9, 0.8]), 0.3).tolist() == [0]
+    assert nms(b32.double(), torch.tensor([0.9, 0.8]).double(), 0.3).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("n", [40, 500])
+def test_nms_float16_matches_the_reference_loop(n):
+    # torchvision has no float16 NMS on the CPU; the reference computes in float16 as it would.
+    boxes, scores = random_detections(n, seed=700 + n, dtype=torch.float16)
+    for threshold in (0.3, 0.5, 0.7):
+        expected = greedy_reference(boxes, scores, threshold)
+        assert torch.equal(nms(boxes, scores, threshold), expected), threshold
+    boxes, scores = random_detections(n, seed=800 + n)
+    assert torch.equal(nms(boxes, scores, 0.5), greedy_reference(boxes, scores, 0.5))
+
+
+def test_nms_bfloat16_is_computed_in_float32_and_mixed_dtypes_work():
+    boxes, scores = random_detections(300, seed=11)
+    b16, s16 = boxes.bfloat16(), scores.bfloat16()  # many tied scores: input order decides
+    assert torch.equal(nms(b16, s16, 0.5), tvops.nms(b16.float(), s16.float(), 0.5))
+    assert torch.equal(nms(boxes, scores.half(), 0.5), tvops.nms(boxes, scores.half().float(), 0.5))
+    assert torch.equal(
+        nms(boxes.double(), scores, 0.5), tvops.nms(boxes.double(), scores.double(), 0.5)
+    )
+
+
+def test_nms_signed_zero_scores_tie():
+    boxes = torch.tensor([[0.0, 0, 1, 1], [2.0, 0, 3, 1], [4.0, 0, 5, 1], [6.0, 0, 7, 1]])
+    scores = torch.tensor([0.0, -0.0, 0.0, -1.0])
+    assert nms(boxes, scores, 0.5).tolist() == [0, 1, 2, 3]
+    assert torch.equal(nms(boxes, scores, 0.5), tvops.nms(boxes, scores, 0.5))
+
+
+def test_nms_odd_inputs_without_numpy_warnings():
+    boxes, scores = random_detections(200, seed=12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # NumPy's 0/0 and overflow warnings
+        # The validation reads values of tensors that need grad; torch warns, harmlessly.
+        warnings.filterwarnings("ignore", "Converting a tensor with requires_grad", UserWarning)
+        # Tensors that need grad, a non-contiguous view, and an empty input.
+        grad_boxes, grad_scores = boxes.clone().requires_grad_(), scores.clone().requires_grad_()
+        assert torch.equal(nms(grad_boxes, grad_scores, 0.5), tvops.nms(boxes, scores, 0.5))
+        strided = boxes.t().contiguous().t()  # the same values, stored column by column
+        assert not strided.is_contiguous()
+        assert torch.equal(nms(strided, scores, 0.5), tvops.nms(boxes, scores, 0.5))
+        empty = nms(boxes[:0], scores[:0], 0.5)
+        assert empty.dtype == torch.int64 and empty.shape == (0,)
+        # Zero-area boxes (0/0 = NaN) and coordinates whose widths overflow to inf.
+        huge = torch.tensor(
+            [[-3e38, -3e38, 3e38, 3e38], [-3e38, -3e38, 3e38, 3e38], [5.0, 5.0, 5.0, 5.0]] * 2
+        )
+        huge_scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+        assert torch.equal(nms(huge, huge_scores, 0.5), tvops.nms(huge, huge_scores, 0.5))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_nms_on_cuda_matches_the_cpu():
+    boxes, scores = random_detections(700, seed=13)
+    idxs = torch.randint(0, 3, (700,), generator=torch.Generator().manual_seed(13))
+    for dtype in (torch.float16, torch.float32, torch.float64):
+        b, s = boxes.to(dtype), scores.to(dtype)
+        keep = nms(b.cuda(), s.cuda(), 0.5)
+        assert keep.device.type == "cuda" and keep.dtype == torch.int64
+        assert torch.equal(keep.cpu(), nms(b, s, 0.5))
+        keep = batched_nms(b.cuda(), s.cuda(), idxs.cuda(), 0.5)
+        assert keep.device.type == "cuda"
+        assert torch.equal(keep.cpu(), batched_nms(b, s, idxs, 0.5))
+    assert torch.equal(nms(boxes.cuda(), scores.cuda(), 0.5).cpu(), tvops.nms(boxes, scores, 0.5))
 
 
 def test_nms_errors():
