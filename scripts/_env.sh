@@ -14,7 +14,7 @@ PY
 if [ ! -x "$venv/bin/python" ]; then
   echo "==> creating virtual environment in $venv"
   "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --upgrade pip
+  "$venv/bin/python" -m pip install --quiet --upgrade pip > "$venv/pip-upgrade.log" 2>&1 || true
 fi
 stamp="$venv/.coursepkg-installed-$(echo "$extras" | tr ',' '-')"
 want="$(cat pyproject.toml | sha256sum | cut -c1-16)"
