@@ -1,0 +1,536 @@
+"""Faster R-CNN, end to end: a small backbone, the RPN, RoI Align and the Fast R-CNN head.
+
+Faster R-CNN (Ren et al., 2015) is two detectors sharing one feature map:
+
+1. **backbone**: a convolutional network turns the image into a feature map of stride 8;
+2. **region proposal network** (§3.1): at every feature location and for each of ``A`` anchors, an
+   objectness score and a box; trained on 256 sampled anchors per image (positive at IoU >= 0.7
+   or best anchor of a ground truth, negative below 0.3, at most half positive);
+3. **proposals**: the best ``pre_nms_top_n`` anchors, decoded, clipped, without tiny boxes, NMS at
+   0.7, the best ``post_nms_top_n`` remain (no gradient flows back through them);
+4. **Fast R-CNN head** (:mod:`coursepkg.roi_heads`): RoI Align pools a 7 × 7 feature per
+   proposal, two FC layers, a softmax over ``K + 1`` classes and class-specific boxes; trained on
+   512 sampled proposals per image (ground-truth boxes added), 25 % foreground at IoU >= 0.5.
+
+The whole network is trained jointly ("approximate joint training", §3.2): the four loss terms are
+summed. The small backbone is trained from scratch, so the course's defaults shrink the paper's
+image-scale choices to 128 × 128 images (see :class:`FasterRCNNConfig`, each field with its source).
+
+Shapes::
+
+    images                     [B, 3, H, W]
+    features                   [B, C, H / 8, W / 8]       (rounded up)
+    anchors                    [H/8 * W/8 * A, 4]         location-major (coursepkg.anchors order)
+    rpn objectness, deltas     [B, H/8 * W/8 * A], [B, H/8 * W/8 * A, 4]
+    proposals[i]               [P_i, 4]
+    roi features               [R, C, 7, 7]
+    class logits, box deltas   [R, K + 1], [R, 4 (K + 1)]
+
+Anchors for the shapes data. ``ShapesDataset`` draws objects with diameters log-uniform in
+8..64 px on 128 × 128 images (boxes from about 6 to 64 px, elongated ones up to 2.6 : 1). The
+paper's anchors (128, 256, 512 px for ~600 px images) would all be larger than every object, so
+we keep the paper's three ratios and put the sizes on the objects' range, one per octave:
+8, 16, 32, 64 px (``base_size = 8`` = the stride, ``scales = 1, 2, 4, 8``), A = 12 per location.
+A square object of size ``s`` between two octave anchors has IoU >= 0.5 with one of them when
+centred; the "best anchor per ground truth" rule covers the rest.
+
+Chapter: book/07_faster_rcnn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from coursepkg.anchors import generate_anchors
+from coursepkg.assignment import match_anchors, sample_balanced
+from coursepkg.box_coding import encode_boxes
+from coursepkg.boxes import box_iou, check_boxes
+from coursepkg.detector import Detector, check_targets
+from coursepkg.roi_heads import FastRCNNHead, fastrcnn_loss, postprocess_detections, sample_rois
+from coursepkg.roi_pool import roi_align
+from coursepkg.rpn import RPNHead, flatten_predictions, generate_proposals, rpn_loss
+
+__all__ = [
+    "ConvBackbone",
+    "RPNPredictions",
+    "RPNTargets",
+    "assign_rpn_targets",
+    "FasterRCNN",
+    "FasterRCNNConfig",
+    "FasterRCNNRecipe",
+    "faster_rcnn_recipe",
+]
+
+
+@dataclass(frozen=True)
+class FasterRCNNConfig:
+    """Every setting of :class:`FasterRCNN`, with where its default comes from.
+
+    "paper" is Faster R-CNN (Ren et al., 2015) and its code py-faster-rcnn; "torchvision" is
+    ``torchvision.models.detection.FasterRCNN``; "course" marks a choice for 128 × 128 images and a
+    backbone trained from scratch in minutes on a CPU.
+    """
+
+    num_classes: int = 5  # K object classes, background excluded (ShapesDataset's default five)
+    # --- backbone -------------------------------------------------------------------------------
+    backbone_channels: tuple[int, ...] = (32, 64, 128)  # course: one stride-2 stage each -> stride 8
+    convs_per_stage: int = 2  # course: conv-BN-ReLU blocks per stage (the first one strides)
+    # --- anchors --------------------------------------------------------------------------------
+    anchor_base_size: float = 8.0  # course: = the stride (paper: 16, VGG-16's stride)
+    anchor_scales: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)  # course: 8..64 px (paper 8, 16, 32)
+    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # paper
+    anchor_offset: float = 0.5  # course convention: centres mid-cell (torchvision: 0)
+    # --- region proposal network ----------------------------------------------------------------
+    rpn_fg_iou_thresh: float = 0.7  # paper
+    rpn_bg_iou_thresh: float = 0.3  # paper
+    rpn_batch_size_per_image: int = 256  # paper
+    rpn_positive_fraction: float = 0.5  # paper
+    rpn_pre_nms_top_n_train: int = 2000  # torchvision (paper 12000)
+    rpn_post_nms_top_n_train: int = 2000  # torchvision and paper
+    rpn_pre_nms_top_n_test: int = 1000  # torchvision (paper 6000)
+    rpn_post_nms_top_n_test: int = 300  # paper (torchvision 1000)
+    rpn_nms_thresh: float = 0.7  # paper
+    rpn_min_size: float = 1e-3  # torchvision (paper 16 px at ~600 px scale)
+    # --- Fast R-CNN head ------------------------------------------------------------------------
+    roi_size: int = 7  # paper (VGG-16's pool5 grid)
+    roi_sampling_ratio: int = 2  # torchvision
+    roi_aligned: bool = True  # detectron2's RoIAlignV2: pixel-exact, matters at stride 8
+    representation_size: int = 256  # course (torchvision 1024, paper 4096)
+    roi_batch_size_per_image: int = 512  # torchvision (paper 128 per 2 images)
+    roi_positive_fraction: float = 0.25  # paper
+    roi_fg_iou_thresh: float = 0.5  # paper; background is [0, 0.5) like torchvision
+    box_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)  # torchvision
+    # --- inference ------------------------------------------------------------------------------
+    score_thresh: float = 0.05  # torchvision
+    nms_thresh: float = 0.5  # torchvision
+    detections_per_img: int = 100  # torchvision
+    min_box_size: float = 1e-2  # torchvision
+
+    @property
+    def stride(self) -> int:
+        """Pixels per feature cell: each backbone stage halves the resolution."""
+        return 2 ** len(self.backbone_channels)
+
+    @property
+    def num_anchors(self) -> int:
+        """A, anchors per feature location."""
+        return len(self.anchor_scales) * len(self.anchor_ratios)
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if not self.backbone_channels or min(self.backbone_channels) < 1:
+            raise ValueError(f"backbone_channels must be positive ints, got {self.backbone_channels}")
+        if self.convs_per_stage < 1:
+            raise ValueError(f"convs_per_stage must be >= 1, got {self.convs_per_stage}")
+        if self.rpn_bg_iou_thresh > self.rpn_fg_iou_thresh:
+            raise ValueError(
+                f"rpn_bg_iou_thresh must be <= rpn_fg_iou_thresh, got {self.rpn_bg_iou_thresh} > "
+                f"{self.rpn_fg_iou_thresh}"
+            )
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ConvBackbone(nn.Sequential):
+    """A plain stack of conv-BN-ReLU stages; each stage halves the resolution.
+
+    Stage ``s`` is one stride-2 3 × 3 convolution to ``channels[s]`` followed by
+    ``convs_per_stage - 1`` stride-1 ones (a VGG-like design with batch norm, trainable from
+    scratch). ``out_channels`` and ``stride`` describe the output, as torchvision's detection
+    models expect of a backbone.
+
+    Shapes:
+        ``[B, 3, H, W]`` -> ``[B, channels[-1], ceil(H / 2^S), ceil(W / 2^S)]``.
+
+    Chapter: book/07_faster_rcnn (section "A backbone trained from scratch").
+    """
+
+    def __init__(self, channels: Sequence[int] = (32, 64, 128), convs_per_stage: int = 2) -> None:
+        layers: list[nn.Module] = []
+        previous = 3
+        for width in channels:
+            layers.append(_conv_bn_relu(previous, width, stride=2))
+            layers += [_conv_bn_relu(width, width, stride=1) for _ in range(convs_per_stage - 1)]
+            previous = width
+        super().__init__(*layers)
+        self.out_channels = previous
+        self.stride = 2 ** len(channels)
+
+
+class RPNTargets(NamedTuple):
+    """What the RPN is trained towards in one image (see :func:`assign_rpn_targets`).
+
+    Attributes:
+        labels: ``[N]`` int64 per anchor after sampling: 1 sampled positive, 0 sampled negative,
+            -1 left out of the loss (ignored by the matcher or not drawn by the sampler).
+        target_deltas: ``[N, 4]`` encoded ``(t_x, t_y, t_w, t_h)`` towards the matched ground
+            truth for the positives, 0 elsewhere.
+    """
+
+    labels: Tensor
+    target_deltas: Tensor
+
+
+def assign_rpn_targets(
+    anchors: Tensor,
+    gt_boxes: Tensor,
+    *,
+    fg_iou_thresh: float = 0.7,
+    bg_iou_thresh: float = 0.3,
+    num_samples: int = 256,
+    positive_fraction: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> RPNTargets:
+    """Label, sample and encode the anchors of one image for the RPN loss (Faster R-CNN §3.1.2).
+
+    1. Match (:func:`coursepkg.assignment.match_anchors`): positive at IoU >= ``fg_iou_thresh``
+       with some ground truth or if the anchor is a ground truth's best one, negative below
+       ``bg_iou_thresh``, ignored in between. An image without objects has only negatives.
+    2. Sample (:func:`coursepkg.assignment.sample_balanced`): ``num_samples`` anchors, at most
+       ``positive_fraction`` of them positive; the rest get label -1.
+    3. Encode (:func:`coursepkg.box_coding.encode_boxes`, weights 1) the positives' ground truths.
+
+    Every anchor takes part, also those crossing the image border (torchvision; the paper ignores
+    cross-boundary anchors during training). Runs under ``torch.no_grad()``.
+
+    Args:
+        anchors: ``[N, 4]`` float xyxy.
+        gt_boxes: ``[G, 4]`` float xyxy, ``G`` may be 0.
+        fg_iou_thresh, bg_iou_thresh: the matcher's thresholds (0.7 and 0.3 in the paper).
+        num_samples: anchors per image in the loss (256).
+        positive_fraction: largest share of positives (0.5).
+        generator: random source of the sampler.
+
+    Returns:
+        :class:`RPNTargets` with ``[N]`` labels and ``[N, 4]`` target deltas.
+
+    Raises:
+        TypeError, ValueError: for malformed boxes or thresholds (from the functions above).
+
+    Chapter: book/07_faster_rcnn (section "Which anchors are positive").
+    """
+    check_boxes(anchors, "anchors")
+    check_boxes(gt_boxes, "gt_boxes")
+    with torch.no_grad():
+        gt_boxes = gt_boxes.to(anchors.dtype)
+        match = match_anchors(box_iou(gt_boxes, anchors), fg_iou_thresh, bg_iou_thresh, True)
+        pos_idx, neg_idx = sample_balanced(match.labels, num_samples, positive_fraction, generator)
+        labels = torch.full_like(match.labels, -1)
+        labels[pos_idx] = 1
+        labels[neg_idx] = 0
+        target_deltas = anchors.new_zeros(anchors.shape)  # [N, 4]
+        if pos_idx.numel() > 0:
+            target_deltas[pos_idx] = encode_boxes(gt_boxes[match.matched_gt[pos_idx]], anchors[pos_idx])
+    return RPNTargets(labels, target_deltas)
+
+
+class RPNPredictions(NamedTuple):
+    """The RPN's outputs for a batch, one row per anchor (anchor order of :mod:`coursepkg.anchors`).
+
+    Attributes:
+        objectness: ``[B, N]`` logits.
+        deltas: ``[B, N, 4]`` box deltas relative to the anchors.
+        anchors: ``[N, 4]`` the anchors, shared by every image of the batch.
+        proposals: B tensors ``[P_i, 4]``, detached (no gradient flows through them, §3.2).
+    """
+
+    objectness: Tensor
+    deltas: Tensor
+    anchors: Tensor
+    proposals: list[Tensor]
+
+
+class FasterRCNN(Detector):
+    """Faster R-CNN with a single-scale backbone (Ren et al., 2015), implementing the Detector contract.
+
+    ``losses(images, targets)`` returns four terms, each already weighted (all weights 1, as in
+    torchvision): ``"rpn_objectness"`` and ``"rpn_box"`` (:func:`coursepkg.rpn.rpn_loss`,
+    torchvision's normalisation), ``"roi_cls"`` and ``"roi_box"``
+    (:func:`coursepkg.roi_heads.fastrcnn_loss`). ``detect(images)`` returns boxes, scores and
+    labels ``0..K-1`` per image. The train/eval mode switches batch norm and the number of
+    proposals (``rpn_*_train`` or ``rpn_*_test``), nothing else.
+
+    Args:
+        config: every hyper-parameter; the defaults suit 128 × 128 shapes images.
+
+    Chapter: book/07_faster_rcnn.
+    """
+
+    def __init__(self, config: FasterRCNNConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or FasterRCNNConfig()
+        self.backbone = ConvBackbone(config.backbone_channels, config.convs_per_stage)
+        channels = self.backbone.out_channels
+        self.rpn_head = RPNHead(channels, config.num_anchors)
+        self.box_head = FastRCNNHead(channels, config.roi_size, config.representation_size, config.num_classes)
+
+    # ----------------------------------------------------------------------------------- steps
+
+    def forward(self, images: Tensor) -> Tensor:
+        """The shared feature map: ``[B, 3, H, W]`` -> ``[B, C, ceil(H / 8), ceil(W / 8)]``."""
+        _check_images(images)
+        return self.backbone(images)
+
+    def anchors(self, feature_size: Sequence[int], like: Tensor) -> Tensor:
+        """The ``[h * w * A, 4]`` anchors of an ``(h, w)`` feature map, dtype and device of ``like``."""
+        c = self.config
+        return generate_anchors(
+            feature_size,
+            c.stride,
+            c.anchor_scales,
+            c.anchor_ratios,
+            c.anchor_base_size,
+            c.anchor_offset,
+            dtype=like.dtype,
+            device=like.device,
+        )
+
+    def rpn(self, features: Tensor, image_size: Sequence[int]) -> RPNPredictions:
+        """Run the RPN on ``[B, C, h, w]`` features and turn its outputs into proposals (§3.1, §3.3)."""
+        c = self.config
+        head = self.rpn_head(features)
+        objectness, deltas = flatten_predictions(head.objectness, head.deltas)  # [B, N], [B, N, 4]
+        anchors = self.anchors(features.shape[-2:], features)  # [N, 4]
+        pre, post = (
+            (c.rpn_pre_nms_top_n_train, c.rpn_post_nms_top_n_train)
+            if self.training
+            else (c.rpn_pre_nms_top_n_test, c.rpn_post_nms_top_n_test)
+        )
+        proposals = [
+            generate_proposals(
+                objectness[i].detach(),
+                deltas[i].detach(),
+                anchors,
+                image_size,
+                pre,
+                post,
+                nms_thresh=c.rpn_nms_thresh,
+                min_size=c.rpn_min_size,
+            ).boxes
+            for i in range(features.shape[0])
+        ]
+        return RPNPredictions(objectness, deltas, anchors, proposals)
+
+    def pool(self, features: Tensor, boxes: Sequence[Tensor]) -> Tensor:
+        """RoI Align: one ``[C, 7, 7]`` feature per box, ``[sum_i P_i, C, 7, 7]``."""
+        c = self.config
+        return roi_align(
+            features,
+            list(boxes),
+            c.roi_size,
+            spatial_scale=1.0 / c.stride,
+            sampling_ratio=c.roi_sampling_ratio,
+            aligned=c.roi_aligned,
+        )
+
+    # -------------------------------------------------------------------------------- contract
+
+    def losses(
+        self,
+        images: Tensor,
+        targets: Sequence[Mapping[str, Tensor]],
+        *,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """The four training losses of one batch (Faster R-CNN §3.2, approximate joint training).
+
+        Args:
+            images: ``[B, 3, H, W]`` float.
+            targets: B dicts with ``"boxes"`` ``[G_i, 4]`` (positive widths and heights) and
+                ``"labels"`` ``[G_i]`` int64 in ``0..K-1``; ``G_i = 0`` is allowed.
+            generator: random source of the anchor and RoI samplers (the global one if None).
+
+        Returns:
+            ``{"rpn_objectness", "rpn_box", "roi_cls", "roi_box"}``, finite scalars.
+
+        Raises:
+            ValueError, TypeError: on malformed images or targets (see
+                :func:`coursepkg.detector.check_targets`), or a zero-width ground-truth box.
+        """
+        c = self.config
+        _check_images(images)
+        batch, image_size = images.shape[0], tuple(images.shape[-2:])
+        check_targets(targets, batch, num_classes=c.num_classes)
+        gt_boxes = [t["boxes"].to(images.dtype) for t in targets]
+        for i, boxes in enumerate(gt_boxes):
+            _check_positive_size(boxes, f"targets[{i}]['boxes']")
+
+        features = self(images)  # [B, C, h, w]
+        rpn = self.rpn(features, image_size)
+
+        # RPN: 256 sampled anchors per image; the loss averages over all sampled anchors of the batch.
+        rpn_targets = [
+            assign_rpn_targets(
+                rpn.anchors,
+                boxes,
+                fg_iou_thresh=c.rpn_fg_iou_thresh,
+                bg_iou_thresh=c.rpn_bg_iou_thresh,
+                num_samples=c.rpn_batch_size_per_image,
+                positive_fraction=c.rpn_positive_fraction,
+                generator=generator,
+            )
+            for boxes in gt_boxes
+        ]
+        rpn_terms = rpn_loss(
+            rpn.objectness.flatten(),  # [B * N]
+            rpn.deltas.reshape(-1, 4),  # [B * N, 4]
+            torch.cat([t.labels for t in rpn_targets]),
+            torch.cat([t.target_deltas for t in rpn_targets]),
+            normalization="torchvision",
+        )
+
+        # Second stage: sample RoIs among proposals + ground truth, pool, classify, regress.
+        samples = [
+            sample_rois(
+                proposals,
+                boxes,
+                target["labels"],
+                num_samples=c.roi_batch_size_per_image,
+                positive_fraction=c.roi_positive_fraction,
+                fg_iou_thresh=c.roi_fg_iou_thresh,
+                weights=c.box_weights,
+                generator=generator,
+            )
+            for proposals, boxes, target in zip(rpn.proposals, gt_boxes, targets, strict=True)
+        ]
+        head = self.box_head(self.pool(features, [s.proposals for s in samples]))
+        roi = fastrcnn_loss(
+            head.class_logits,
+            head.box_regression,
+            torch.cat([s.labels for s in samples]),
+            torch.cat([s.regression_targets for s in samples]),
+        )
+        return {
+            "rpn_objectness": rpn_terms.objectness,
+            "rpn_box": rpn_terms.box,
+            "roi_cls": roi.classification,
+            "roi_box": roi.box_regression,
+        }
+
+    def detect(self, images: Tensor) -> list[dict[str, Tensor]]:
+        """Detections per image: boxes ``[D, 4]``, scores ``[D]`` (decreasing), labels ``[D]`` in 0..K-1.
+
+        Call in ``eval()`` mode (test-time proposal counts, batch-norm running statistics) and
+        under ``torch.no_grad()``.
+        """
+        c = self.config
+        _check_images(images)
+        image_size = tuple(images.shape[-2:])
+        features = self(images)
+        proposals = self.rpn(features, image_size).proposals
+        head = self.box_head(self.pool(features, proposals))
+        counts = [p.shape[0] for p in proposals]
+        return [
+            postprocess_detections(
+                logits,
+                deltas,
+                boxes,
+                image_size,
+                score_thresh=c.score_thresh,
+                nms_thresh=c.nms_thresh,
+                detections_per_img=c.detections_per_img,
+                min_size=c.min_box_size,
+                weights=c.box_weights,
+            )
+            for logits, deltas, boxes in zip(
+                head.class_logits.split(counts), head.box_regression.split(counts), proposals, strict=True
+            )
+        ]
+
+
+def _check_images(images: object) -> None:
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [B, 3, H, W], got {list(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be a floating tensor, got {images.dtype}")
+
+
+def _check_positive_size(boxes: Tensor, name: str) -> None:
+    """A zero-width ground truth has no regression target (log 0): refuse it by name."""
+    wh = boxes[:, 2:] - boxes[:, :2]  # [G, 2]
+    if bool((wh <= 0).any()):
+        row = int(torch.nonzero((wh <= 0).any(dim=1))[0, 0])
+        raise ValueError(
+            f"{name} must have positive widths and heights (drop zero-area boxes first), "
+            f"row {row} is {boxes[row].tolist()}"
+        )
+
+
+# --------------------------------------------------------------------------------- the recipe
+
+
+@dataclass(frozen=True)
+class FasterRCNNRecipe:
+    """How the Faster R-CNN chapter trains on the shapes data in one run profile.
+
+    Attributes:
+        profile: ``"smoke"``, ``"cpu"`` or ``"gpu"``.
+        image_size: ``(height, width)`` of the ShapesDataset images.
+        num_train, num_val: images in the training and held-out sets.
+        train_seed, val_seed: the datasets' seeds (different: the validation images are unseen).
+        epochs, batch_size, lr, weight_decay: arguments of :func:`coursepkg.training.fit` (AdamW).
+        config: the model's :class:`FasterRCNNConfig`.
+        min_map_50: the mAP@0.5 on the held-out set that the chapter asserts (measured values are
+            comfortably above it).
+    """
+
+    profile: str
+    image_size: tuple[int, int]
+    num_train: int
+    num_val: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    config: FasterRCNNConfig = field(default_factory=FasterRCNNConfig)
+    min_map_50: float = 0.1
+    train_seed: int = 0
+    val_seed: int = 1
+
+
+def faster_rcnn_recipe(profile: str) -> FasterRCNNRecipe:
+    """The training settings of the Faster R-CNN chapter for a run profile.
+
+    Args:
+        profile: ``"smoke"`` (CI, about a minute), ``"cpu"`` (the website, about 3 minutes for
+            the whole chapter on 2 cores) or ``"gpu"``; a :class:`coursepkg.runtime.Profile`'s
+            ``name``.
+
+    Returns:
+        The :class:`FasterRCNNRecipe`.
+
+    Raises:
+        ValueError: for an unknown profile name.
+
+    Chapter: book/07_faster_rcnn (section "Training on the shapes").
+    """
+    if profile == "smoke":
+        return FasterRCNNRecipe(
+            profile="smoke", image_size=(128, 128), num_train=160, num_val=48, epochs=3,
+            batch_size=8, lr=2e-3, weight_decay=1e-4, min_map_50=0.1,
+        )
+    if profile == "cpu":
+        return FasterRCNNRecipe(
+            profile="cpu", image_size=(128, 128), num_train=600, num_val=100, epochs=8,
+            batch_size=8, lr=2e-3, weight_decay=1e-4, min_map_50=0.5,
+        )
+    if profile == "gpu":
+        return FasterRCNNRecipe(
+            profile="gpu", image_size=(128, 128), num_train=4000, num_val=500, epochs=24,
+            batch_size=16, lr=2e-3, weight_decay=1e-4, min_map_50=0.7,
+        )
+    raise ValueError(f"profile must be one of smoke, cpu, gpu; got {profile!r}")
