@@ -8,9 +8,12 @@ fully connected layers follow, then two sibling outputs: a softmax over ``K + 1`
 (background at index 0) and class-specific box deltas. Both are trained together with the
 multi-task loss of Eq. (1) (:func:`multi_task_loss`)::
 
-    images [B, 3, H, W] --resize (s = 600)--conv body (once)--> features [B, C, sH/8, sW/8]
-    proposals[i] [P_i, 4] (selective search, cached) --RoI max pooling--> [R, C, s, s]
-    --fc6, fc7--> [R, D] --cls_score--> [R, K + 1]    --bbox_pred--> [R, 4 (K + 1)]
+    images [B, 3, H, W] --resize by a (shorter side 600 px)--> conv body, once per image
+                        --> features [B, C, aH / 8, aW / 8]
+    proposals[i] [P_i, 4] (selective search, cached, input pixels)
+                        --RoI max pooling, spatial_scale a / 8--> [R, C, 7, 7]
+                        --fc6, fc7--> [R, D] --cls_score--> [R, K + 1]
+                                             --bbox_pred--> [R, 4 (K + 1)]
 
 **Where the proposals come from.** The :class:`~coursepkg.detector.Detector` contract passes only
 images (and targets in training), but Fast R-CNN needs each image's selective-search boxes. The

@@ -56,13 +56,16 @@ def test_config_defaults_are_the_papers():
 def test_image_scale_follows_the_papers_rule():
     paper = FastRCNNConfig()
     assert paper.image_scale((375, 500)) == pytest.approx(600 / 375)  # shorter side to 600
-    assert paper.image_scale((300, 1200)) == pytest.approx(1000 / 1200)  # longer side capped at 1000
+    # The longer side is capped at 1000.
+    assert paper.image_scale((300, 1200)) == pytest.approx(1000 / 1200)
     assert FastRCNNConfig.for_course().image_scale((128, 128)) == 2.0
 
 
 def test_features_are_computed_once_on_the_resized_image_and_pooled_in_input_pixels():
     torch.manual_seed(0)
-    model = FastRCNN(_tiny_config(image_min_size=128, image_max_size=256), lambda image: None).eval()
+    model = FastRCNN(
+        _tiny_config(image_min_size=128, image_max_size=256), lambda image: None
+    ).eval()
     images = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         features = model(images)
@@ -222,7 +225,9 @@ def _toy_batch():
 
 
 def _tiny_config(**changes) -> FastRCNNConfig:
-    base = dict(num_classes=2, backbone_width=4, roi_size=2, representation_size=16, image_min_size=64)
+    base = dict(
+        num_classes=2, backbone_width=4, roi_size=2, representation_size=16, image_min_size=64
+    )
     return FastRCNNConfig(**(base | changes))
 
 

@@ -336,3 +336,14 @@ def test_twin_uses_the_same_backbone_object():
     assert twin.backbone is model.backbone
     features = OrderedDict([("0", model.backbone(torch.zeros(1, 3, 64, 64)))])
     assert features["0"].shape == (1, 16, 8, 8)
+
+
+def test_mixed_precision_losses_are_finite():
+    """Under autocast (float16 on CUDA in `fit`; bfloat16 here on the CPU) box math stays float32."""
+    model = tiny_model()
+    images, targets = make_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.losses(images, targets)
+    values = check_losses(losses)
+    assert all(v > 0 for v in values.values())
+    assert all(loss.dtype == torch.float32 for loss in losses.values())
