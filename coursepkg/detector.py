@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Detector", "check_detections", "check_losses", "check_targets"]
+__all__ = ["Detector", "check_detections", "check_images", "check_losses", "check_targets"]
 
 
 class Detector(nn.Module, ABC):
@@ -96,6 +96,21 @@ class Detector(nn.Module, ABC):
             ``"scores"`` [D_i] float sorted in decreasing order and ``"labels"`` [D_i] int64 in
             0..K-1. Callers run it under ``torch.no_grad()`` and in ``eval()`` mode.
         """
+
+
+def check_images(images: object) -> None:
+    """Check that ``images`` is a float ``[B, 3, H, W]`` tensor, as :meth:`Detector.losses` takes.
+
+    Raises:
+        TypeError: if ``images`` is not a floating ``torch.Tensor``.
+        ValueError: if its shape is not ``[B, 3, H, W]``.
+    """
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [B, 3, H, W], got {list(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be a floating tensor, got {images.dtype}")
 
 
 def _check_box_tensor(name: str, boxes: object) -> None:

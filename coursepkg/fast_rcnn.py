@@ -45,13 +45,13 @@ from torch import Tensor
 
 from coursepkg.box_coding import encode_boxes
 from coursepkg.boxes import box_iou, check_boxes
-from coursepkg.detector import Detector, check_targets
+from coursepkg.detector import Detector, check_images, check_targets
 from coursepkg.rcnn import PIXEL_MEAN, conv_body
 from coursepkg.roi_heads import (
     FastRCNNHead,
     FastRCNNLoss,
     fastrcnn_loss,
-    postprocess_detections,
+    postprocess_batch,
     sample_rois,
 )
 from coursepkg.roi_pool import roi_pool
@@ -304,7 +304,7 @@ class FastRCNN(Detector):
         The images are resized by :meth:`FastRCNNConfig.image_scale` first (bilinear), so the map
         is ``[B, C, H * scale / 8, W * scale / 8]``; boxes everywhere stay in input pixels.
         """
-        _check_images(images)
+        check_images(images)
         scale = self.config.image_scale(images.shape[-2:])
         if scale != 1.0:
             images = F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)
@@ -329,7 +329,8 @@ class FastRCNN(Detector):
         """RoI max pooling (§2.1): ``[sum_i P_i, C, s, s]`` for the boxes (input pixels) of every
         image of size ``image_size``; ``spatial_scale = image_scale / 8`` maps them onto the map."""
         spatial_scale = self.config.image_scale(image_size) / STRIDE
-        return roi_pool(features, list(boxes), self.config.roi_size, spatial_scale=spatial_scale)
+        boxes = [b.to(features.dtype) for b in boxes]  # float16 features under mixed precision
+        return roi_pool(features, boxes, self.config.roi_size, spatial_scale=spatial_scale)
 
     def losses(
         self,
@@ -369,9 +370,9 @@ class FastRCNN(Detector):
                 )
             )
         head = self.box_head(self.pool(features, [s.proposals for s in samples], images.shape[-2:]))
-        loss = multi_task_loss(
-            head.class_logits,
-            head.box_regression,
+        loss = multi_task_loss(  # in float32, also under mixed precision
+            head.class_logits.float(),
+            head.box_regression.float(),
             torch.cat([s.labels for s in samples]),
             torch.cat([s.regression_targets for s in samples]),
             lam=c.box_loss_weight,
@@ -389,31 +390,13 @@ class FastRCNN(Detector):
         features = self(images)
         proposals = self.proposals(images)
         head = self.box_head(self.pool(features, proposals, images.shape[-2:]))
-        counts = [p.shape[0] for p in proposals]
-        return [
-            postprocess_detections(
-                logits,
-                deltas,
-                boxes,
-                tuple(images.shape[-2:]),
-                score_thresh=c.score_thresh,
-                nms_thresh=c.nms_thresh,
-                detections_per_img=c.detections_per_img,
-                weights=c.box_weights,
-            )
-            for logits, deltas, boxes in zip(
-                head.class_logits.split(counts),
-                head.box_regression.split(counts),
-                proposals,
-                strict=True,
-            )
-        ]
-
-
-def _check_images(images: object) -> None:
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be [B, 3, H, W], got {list(images.shape)}")
-    if not images.is_floating_point():
-        raise TypeError(f"images must be a floating tensor, got {images.dtype}")
+        return postprocess_batch(
+            head.class_logits,
+            head.box_regression,
+            proposals,
+            tuple(images.shape[-2:]),
+            score_thresh=c.score_thresh,
+            nms_thresh=c.nms_thresh,
+            detections_per_img=c.detections_per_img,
+            weights=c.box_weights,
+        )

@@ -364,3 +364,47 @@ def postprocess_detections(
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]  # scores decreasing
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def postprocess_batch(
+    class_logits: Tensor,
+    box_regression: Tensor,
+    proposals: Sequence[Tensor],
+    image_size: Sequence[int],
+    **settings: float,
+) -> list[dict[str, Tensor]]:
+    """:func:`postprocess_detections` for a batch whose RoIs are all images' proposals in a row.
+
+    The head runs once on the concatenated RoIs of a batch; this splits its outputs back per image
+    (image ``i`` owns the next ``len(proposals[i])`` rows) and post-processes each image in float32,
+    also when the head ran under mixed precision.
+
+    Args:
+        class_logits: ``[R, K + 1]`` with ``R = sum(len(p) for p in proposals)``.
+        box_regression: ``[R, 4 * (K + 1)]``.
+        proposals: per image ``[P_i, 4]`` float xyxy.
+        image_size: ``(height, width)`` shared by the batch.
+        **settings: keyword arguments of :func:`postprocess_detections` (``score_thresh``,
+            ``nms_thresh``, ``detections_per_img``, ``min_size``, ``weights``).
+
+    Returns:
+        One detections dict per image, as :func:`postprocess_detections` returns.
+
+    Raises:
+        ValueError: if the head's rows do not add up to the proposals.
+    """
+    counts = [p.shape[0] for p in proposals]
+    if class_logits.shape[0] != sum(counts) or box_regression.shape[0] != sum(counts):
+        raise ValueError(
+            f"the head returned {class_logits.shape[0]} class rows and {box_regression.shape[0]} "
+            f"box rows for {sum(counts)} proposals ({counts} per image)"
+        )
+    return [
+        postprocess_detections(logits, deltas, boxes, image_size, **settings)
+        for logits, deltas, boxes in zip(
+            class_logits.float().split(counts),
+            box_regression.float().split(counts),
+            proposals,
+            strict=True,
+        )
+    ]

@@ -255,6 +255,19 @@ def test_fast_rcnn_losses_and_detect_follow_the_contract():
     assert len(calls) == 2  # one search per image, shared by training and detection
 
 
+def test_mixed_precision_losses_are_float32():
+    """Under autocast (float16 on CUDA in `fit`; bfloat16 here) RoIs follow the features' dtype."""
+    torch.manual_seed(0)
+    images, targets, g = _toy_batch()
+    proposals = [_proposals_around(t["boxes"], g) for t in targets]
+    with_proposals = [t | {"proposals": p} for t, p in zip(targets, proposals, strict=True)]
+    model = FastRCNN(_tiny_config(), lambda image: None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.losses(images, with_proposals, generator=torch.Generator().manual_seed(0))
+    assert all(loss.dtype == torch.float32 and bool(torch.isfinite(loss)) for loss in losses.values())
+    sum(losses.values()).backward()
+
+
 def test_fast_rcnn_learns_the_toy_batch():
     torch.manual_seed(0)
     images, targets, g = _toy_batch()
