@@ -49,7 +49,9 @@ def torchvision_model(model: FasterRCNN, image_size: tuple[int, int]) -> Torchvi
     sizes = tuple(c.anchor_base_size * s for s in c.anchor_scales)
     channels = model.backbone.out_channels
     return TorchvisionFasterRCNN(
-        copy.deepcopy(model.backbone),
+        # Our backbone keeps its weights channels-last (coursepkg.faster_rcnn.FasterRCNN.forward);
+        # torchvision batches images in the default layout, so its copy gets the default layout too.
+        copy.deepcopy(model.backbone).to(memory_format=torch.contiguous_format),
         min_size=min(image_size),
         max_size=max(image_size),
         image_mean=[0.0, 0.0, 0.0],

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from coursepkg.detector import Detector, check_detections, check_losses, check_targets
+from coursepkg.detector import Detector, check_detections, check_images, check_losses, check_targets
 
 IMAGE_SIZE = (32, 32)
 
@@ -415,3 +415,16 @@ def test_check_losses_errors(losses, error, message):
 def test_check_losses_without_step():
     with pytest.raises(ValueError, match=r"^losses\(\) returned an empty dict; it must"):
         check_losses({})
+
+
+def test_check_images_accepts_float_batches_and_names_the_problem():
+    check_images(torch.zeros(2, 3, 8, 8))
+    check_images(torch.zeros(0, 3, 8, 8, dtype=torch.float16))
+    with pytest.raises(TypeError, match="images must be a torch.Tensor, got list"):
+        check_images([torch.zeros(3, 8, 8)])
+    with pytest.raises(ValueError, match=r"images must be \[B, 3, H, W\], got \[3, 8, 8\]"):
+        check_images(torch.zeros(3, 8, 8))
+    with pytest.raises(ValueError, match=r"got \[1, 1, 8, 8\]"):
+        check_images(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(TypeError, match="images must be a floating tensor, got torch.uint8"):
+        check_images(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))

@@ -13,6 +13,7 @@ from coursepkg.roi_heads import (
     FastRCNNHead,
     FastRCNNOutput,
     fastrcnn_loss,
+    postprocess_batch,
     postprocess_detections,
     sample_rois,
 )
@@ -149,6 +150,29 @@ def test_postprocess_thresholds_and_sorting():
     assert strict["boxes"].shape == (0, 4) and strict["labels"].dtype == torch.int64
     top1 = postprocess_detections(logits, deltas, proposals, (100, 100), detections_per_img=1)
     assert top1["labels"].tolist() == [0]
+
+
+def test_postprocess_batch_splits_rows_per_image_and_computes_in_float32():
+    g = torch.Generator().manual_seed(0)
+    proposals = [_random_boxes(n, g) for n in (3, 0, 5)]
+    logits = torch.randn(8, 4, generator=g)
+    deltas = torch.randn(8, 16, generator=g) * 0.1
+    settings = dict(score_thresh=0.1, nms_thresh=0.5, detections_per_img=10, weights=ROI_BOX_WEIGHTS)
+    batch = postprocess_batch(logits.half(), deltas.half(), proposals, (64, 64), **settings)
+    rows = [slice(0, 3), slice(3, 3), slice(3, 8)]
+    assert len(batch) == 3 and batch[1]["boxes"].shape == (0, 4)
+    for out, p, r in zip(batch, proposals, rows, strict=True):
+        alone = postprocess_detections(logits[r].half().float(), deltas[r].half().float(), p, (64, 64), **settings)
+        assert out["boxes"].dtype == torch.float32
+        for key in ("boxes", "scores", "labels"):
+            assert_close(out[key], alone[key])
+    with pytest.raises(ValueError, match="8 class rows and 8 box rows for 7 proposals"):
+        postprocess_batch(logits, deltas, [proposals[0], proposals[2][:4]], (64, 64))
+
+
+def _random_boxes(n: int, g: torch.Generator) -> torch.Tensor:
+    xy = torch.rand(n, 2, generator=g) * 40
+    return torch.cat([xy, xy + 4 + torch.rand(n, 2, generator=g) * 20], dim=1)
 
 
 def test_postprocess_empty_and_errors():
