@@ -29,4 +29,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 export PATH="$PWD/$venv/bin:$PATH"
-export MPLBACKEND=Agg
+# No MPLBACKEND here: Jupyter kernels pick the inline backend only when it is unset, and with a
+# fixed "Agg" every figure of the website would silently disappear. Scripts without a display get
+# Agg from matplotlib itself. (tests/test_book.py checks that a kernel started from this
+# environment returns figures.)

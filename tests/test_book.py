@@ -133,3 +133,29 @@ def test_book_builds_without_warnings(tmp_path: Path):
     # The Colab launch button points at the committed .ipynb on the configured branch.
     url = config["repository"]["url"].removeprefix("https://github.com/")
     assert f"colab.research.google.com/github/{url}/blob/main/book/data_and_conventions.ipynb" in page
+
+
+def test_kernels_started_by_the_build_return_figures_as_images():
+    """A figure shown in a Jupyter kernel must come back as a PNG, or the website has no plots.
+
+    An ``MPLBACKEND=Agg`` in the environment (say, exported by a set-up script) makes
+    ``plt.show()`` a silent no-op in the kernels that execute the chapters.
+    """
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name="python3")
+    try:
+        outputs = []
+        client.execute_interactive(
+            "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])\nplt.show()",
+            timeout=120,
+            output_hook=outputs.append,
+        )
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    images = [
+        msg for msg in outputs
+        if msg["msg_type"] == "display_data" and "image/png" in msg["content"]["data"]
+    ]
+    assert images, "plt.show() in a kernel returned no image: is MPLBACKEND set in the environment?"
