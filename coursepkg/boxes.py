@@ -82,7 +82,8 @@ def check_boxes(boxes: Tensor, name: str = "boxes") -> None:
     # through aminmax and fails the test, and so does any infinite coordinate (inf - x = inf,
     # inf - inf = NaN).
     smallest, largest = torch.aminmax(boxes[:, 2:] - boxes[:, :2])  # over all widths, heights
-    if smallest.item() >= 0 and largest.item() <= torch.finfo(boxes.dtype).max:
+    # One bool() for both bounds: on a GPU each read of a value is a host-device synchronisation.
+    if bool((smallest >= 0) & (largest <= torch.finfo(boxes.dtype).max)):
         return
     # A width can overflow to inf for huge finite coordinates; the slow path accepts those.
     _raise_first_bad_row(boxes, name, "xyxy")
