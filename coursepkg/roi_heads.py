@@ -371,7 +371,7 @@ def postprocess_batch(
     box_regression: Tensor,
     proposals: Sequence[Tensor],
     image_size: Sequence[int],
-    **settings: float,
+    **settings: object,
 ) -> list[dict[str, Tensor]]:
     """:func:`postprocess_detections` for a batch whose RoIs are all images' proposals in a row.
 
