@@ -48,6 +48,7 @@ Chapter: book/06_fast_rcnn (section "RoI pooling", with RoI Align).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from functools import partial
 
@@ -156,34 +157,56 @@ def _channels_last(input: Tensor) -> Tensor:
     return input.permute(0, 2, 3, 1).reshape(-1, input.shape[1])
 
 
-def _cell_keys(table: Tensor) -> Tensor:
+def _cell_keys(input: Tensor, levels: int) -> Tensor:
     """int64 keys, one per feature value, whose maximum is the first cell holding the maximum.
 
     High 32 bits: the value's rank. For 16/32-bit floats that is the float32 bit pattern made
     monotonic (negative floats get their magnitude bits flipped); for float64, the rank among the
-    distinct values. Low 32 bits: ``2^32 - 1 - i`` with ``i`` the value's flat index in ``table``,
-    so among equal values of one channel the first cell in row-major order has the largest key,
-    and ``(key & (2^32 - 1)) ^ (2^32 - 1)`` reads the winner's index back. ``+ 0.0`` makes -0.0
-    equal to +0.0 (they compare equal).
+    distinct values. Low 32 bits: ``2^32 - 1 - j`` with ``j = i * C + c`` the value's index in the
+    channels-last features (cell ``i = (n * H + y) * W + x``, channel ``c``), so among equal values
+    of one channel the first cell in row-major order has the largest key, and the winner's
+    index is the bitwise complement of the key's low 32 bits. ``+ 0.0`` makes -0.0 equal to +0.0
+    (they compare equal).
 
     Args:
-        table: [M, C] features, channels last, with (M + 1) * C < 2^31.
+        input: [N, C, H, W] features with N * H * W * C < 2^31.
+        levels: sparse-table levels to leave room for (see :func:`_span_levels`).
 
     Returns:
-        [M + 1, C] keys. The last row is padding: the lowest rank (it never wins a bin that has a
-        cell in it) and the index of row M, channel c, where the caller keeps a zero.
+        [(levels + 1) * M + 1, C] with M = N * H * W: the keys of every cell, channels last, in
+        the first M rows; the rows between are left for the caller to fill. The last row is
+        padding: the lowest rank, so it never wins a bin that has a cell in it, and the index
+        ``c`` of cell 0 (an empty bin reads some value there; the caller replaces it with 0).
     """
-    if table.dtype == torch.float64:
-        rank = torch.unique(table + 0.0, return_inverse=True)[1]  # dense rank, ties equal
+    num_images, channels, height, width = input.shape
+    num_cells = num_images * height * width
+    values = input.detach().permute(0, 2, 3, 1)  # [N, H, W, C], a view
+    if input.dtype == torch.float64:
+        rank = torch.unique(values + 0.0, return_inverse=True)[1]  # dense rank, ties equal
     else:
-        bits = (table.float() + 0.0).view(torch.int32)
-        rank = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).long()
-    num_cells, channels = table.shape
-    flat = torch.arange((num_cells + 1) * channels, device=table.device).view(
-        num_cells + 1, channels
+        bits = (values.float() + 0.0).view(torch.int32)
+        rank = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    keys = torch.empty(
+        (levels + 1) * num_cells + 1, channels, dtype=torch.int64, device=input.device
     )
-    high = torch.cat([rank, rank.new_full((1, channels), torch.iinfo(torch.int32).min)])
-    return high.bitwise_left_shift_(32).bitwise_or_(flat.bitwise_xor_(0xFFFFFFFF))
+    level0 = keys[:num_cells]
+    level0.view(num_images, height, width, channels).copy_(rank)
+    index = torch.arange(num_cells * channels, device=input.device).view(num_cells, channels)
+    level0.bitwise_left_shift_(32).bitwise_or_(index.bitwise_xor_(0xFFFFFFFF))
+    keys[-1] = torch.arange(channels, device=input.device).bitwise_xor_(0xFFFFFFFF)
+    keys[-1] |= torch.iinfo(torch.int32).min << 32
+    return keys
+
+
+def _winner_index(keys: Tensor) -> Tensor:
+    """The index ``j`` held by int64 keys of :func:`_cell_keys`, as int32 (one pass, no shift).
+
+    The low 32 bits are ``2^32 - 1 - j``, so read as an int32 they are ``-1 - j`` (two's
+    complement) and their bitwise NOT is ``j``. On a little-endian machine they are the first
+    int32 of each int64.
+    """
+    low = 0 if sys.byteorder == "little" else 1
+    return torch.bitwise_not(keys.view(torch.int32)[..., low::2])
 
 
 def _round_half_away_from_zero(x: Tensor) -> Tensor:
@@ -245,7 +268,7 @@ def roi_pool(
     """
     rois = _as_rois(input, boxes, spatial_scale)
     out_h, out_w = _output_size(output_size)
-    _, channels, height, width = input.shape
+    num_images, channels, height, width = input.shape
     num_rois = rois.shape[0]
     if num_rois == 0 or channels == 0 or height == 0 or width == 0:
         return input.new_zeros(num_rois, channels, out_h, out_w)
@@ -255,81 +278,140 @@ def roi_pool(
     h_start, h_end = _pool_bins(corners[:, 1::2], height, out_h, input.dtype)  # [K, H_out] each
     w_start, w_end = _pool_bins(corners[:, 0::2], width, out_w, input.dtype)  # [K, W_out] each
     empty = (h_end <= h_start)[:, :, None] | (w_end <= w_start)[:, None, :]  # [K, H_out, W_out]
+    first, level, levels = _column_runs(w_start, w_end)  # [K, W_out, 2], [K, W_out]
+    num_cells = num_images * height * width
+    col = torch.where((w_end > w_start)[..., None], first + (level * num_cells)[..., None], -1)
     row0 = h_start[:, 0]  # [K] first row any bin uses (bins are sorted)
     num_rows = (h_end[:, -1] - row0).clamp(min=1)  # [K] rows in the window
-    order, groups = _chunks(num_rows, (w_end - w_start).amax(dim=1).clamp(min=1) * out_w, channels)
+    order, groups = _chunks(num_rows, torch.full_like(num_rows, 2 * out_w), channels)
     # Everything per RoI in area order, so that a group is a slice.
-    batch, row0, h_start, h_end, w_start, w_end = (
-        t[order] for t in (rois[:, 0].long(), row0, h_start, h_end, w_start, w_end)
+    batch, row0, h_start, h_end, col = (
+        t[order] for t in (rois[:, 0].long(), row0, h_start, h_end, col)
     )
+    geometry = (order, batch, row0, h_start, h_end, col, height, width, groups)
 
-    geometry = (order, batch, row0, h_start, h_end, w_start, w_end, height, width, groups)
-    table = _channels_last(input)  # [N * H * W, C], differentiable
     if not (torch.is_grad_enabled() and input.requires_grad):
-        padded = torch.cat([table, table.new_full((1, channels), -math.inf)])
-        pooled = _bin_max(padded, *geometry)  # [K, H_out, W_out, C]
+        spans = input.new_empty((levels + 1) * num_cells + 1, channels)
+        spans[:num_cells].view(num_images, height, width, channels).copy_(input.permute(0, 2, 3, 1))
+        spans[-1] = -math.inf
+        pooled = _bin_max(_span_levels(spans, width, levels), *geometry)  # [K, H_out, W_out, C]
         pooled.masked_fill_(empty[..., None], 0.0)  # empty bins are 0
-    else:
-        # The gradient of a max goes to the winning cell only: find the winners with keys (no
-        # grad), then gather them, so autograd routes the gradient like torchvision's argmax.
-        if table.numel() + channels >= 2**31:
-            raise ValueError(
-                f"roi_pool with gradients needs fewer than 2^31 input values, got {table.numel()}"
-            )
-        with torch.no_grad():
-            winners = _bin_max(_cell_keys(table), *geometry)  # [K, H_out, W_out, C] keys
-            # Low 32 bits, complemented back: the flat index of the winner (empty bins: a zero).
-            winners.bitwise_and_(0xFFFFFFFF).bitwise_xor_(0xFFFFFFFF)
-        padded = torch.cat([table, table.new_zeros(1, channels)])
-        pooled = padded.flatten().index_select(0, winners.flatten()).view(winners.shape)
+        return pooled.permute(0, 3, 1, 2).contiguous()  # [K, C, H_out, W_out]
+
+    # The gradient of a max goes to the winning cell only: find the winners with keys (no grad),
+    # then gather them, so autograd routes the gradient like torchvision's argmax.
+    if num_cells * channels >= 2**31:
+        raise ValueError(
+            f"roi_pool with gradients needs fewer than 2^31 input values, got {input.numel()}"
+        )
+    with torch.no_grad():
+        keys = _span_levels(_cell_keys(input, levels), width, levels)
+        index = _winner_index(_bin_max(keys, *geometry))  # [K, H_out, W_out, C] int32
+    table = input.permute(0, 2, 3, 1).reshape(-1)  # [N * H * W * C], differentiable
+    pooled = table.index_select(0, index.flatten()).view(index.shape)
+    pooled = pooled.masked_fill(empty[..., None], 0.0)  # empty bins are 0
     return pooled.permute(0, 3, 1, 2).contiguous()  # [K, C, H_out, W_out]
 
 
+def _span_levels(spans: Tensor, width: int, levels: int) -> Tensor:
+    """Fill a sparse table in place: maxima over runs of ``2^b`` columns, ``b = 1 .. levels``.
+
+    Row ``b * M + i`` holds, for the cell ``i = (n * H + y) * W + x``, the maximum of image row
+    ``y`` over columns ``x .. min(x + 2^b, W) - 1``. Level ``b`` is the elementwise maximum of
+    level ``b - 1`` and itself shifted by ``2^(b - 1)`` columns, so the table costs ``levels``
+    passes over the feature map, however many RoIs read it.
+
+    Args:
+        spans: [(levels + 1) * M + 1, C] with level 0 (one row per cell, M = N * H * W) filled;
+            the last row (padding) is not touched.
+        width: W; levels: the highest level to fill.
+
+    Returns:
+        ``spans``, filled.
+    """
+    num_cells, channels = (spans.shape[0] - 1) // (levels + 1), spans.shape[1]
+    for b in range(1, levels + 1):
+        prev = spans[(b - 1) * num_cells : b * num_cells].view(-1, width, channels)
+        cur = spans[b * num_cells : (b + 1) * num_cells].view(-1, width, channels)
+        shift = min(1 << (b - 1), width)
+        torch.maximum(prev[:, : width - shift], prev[:, shift:], out=cur[:, : width - shift])
+        cur[:, width - shift :] = prev[:, width - shift :]  # runs cut at the right border
+    return spans
+
+
+def _column_runs(w_start: Tensor, w_end: Tensor) -> tuple[Tensor, Tensor, int]:
+    """The two runs of ``2^b`` columns that cover each column bin exactly: where they start.
+
+    A bin of ``L >= 1`` columns ``[s, e)`` is the union of the runs ``[s, s + 2^b)`` and
+    ``[e - 2^b, e)`` with ``b = floor(log2 L)``; they overlap, which a maximum does not mind.
+
+    Args:
+        w_start, w_end: [K, W_out] int64 column bin bounds (``w_end <= w_start``: empty bin).
+
+    Returns:
+        ``first`` [K, W_out, 2] the runs' first columns, ``level`` [K, W_out] ``b`` (0 for empty
+        bins), and the highest level any bin needs.
+    """
+    length = w_end - w_start
+    levels = max(int(length.max()), 1).bit_length() - 1
+    level = torch.zeros_like(length)
+    for b in range(1, levels + 1):
+        level += length >= (1 << b)
+    first = torch.stack([w_start, w_end - torch.ones_like(level).bitwise_left_shift(level)], dim=-1)
+    return first, level, levels
+
+
 def _bin_max(
-    table: Tensor,
+    spans: Tensor,
     order: Tensor,
     batch: Tensor,
     row0: Tensor,
     h_start: Tensor,
     h_end: Tensor,
-    w_start: Tensor,
-    w_end: Tensor,
+    col: Tensor,
     height: int,
     width: int,
     groups: list[tuple[int, int, int, int]],
 ) -> Tensor:
-    """The maximum of ``table`` over every RoI-pooling bin, separably: columns, then rows.
+    """The maximum over every RoI-pooling bin, separably: columns, then rows.
+
+    Stage A reads, for every window row, the maximum over each column bin as the larger of two
+    runs from the sparse table (:func:`_span_levels`, :func:`_column_runs`): two reads, however
+    wide the bin. Stage B takes the maximum over the rows of each row bin.
 
     Args:
-        table: [N * H * W + 1, C] one row per feature cell; the last row is padding, a value that
-            never wins (``-inf`` for values, the padding key of :func:`_cell_keys` for keys).
+        spans: [(levels + 1) * N * H * W + 1, C] sparse table of values or keys; the last row is
+            padding, a value that never wins (``-inf``, or the padding key of :func:`_cell_keys`).
         order: [K] RoI indices in processing order (from :func:`_chunks`); the other per-RoI
             tensors are in this order. batch, row0: [K] image and first window row of every RoI;
-            h_start, h_end: [K, H_out] and w_start, w_end: [K, W_out] bin bounds.
-        groups: ``(start, end, rows, row_width)`` slices of ``order`` from :func:`_chunks`.
+            h_start, h_end: [K, H_out] row bin bounds; col: [K, W_out, 2] table offset
+            (``level * N * H * W + column``) of the two runs of every column bin, -1 if it is empty.
+        groups: ``(start, end, rows, _)`` slices of ``order`` from :func:`_chunks`.
 
     Returns:
         [K, H_out, W_out, C] bin maxima in input RoI order (the padding value for empty bins).
     """
-    channels, out_h, out_w = table.shape[1], h_start.shape[1], w_start.shape[1]
-    pad_row = table.shape[0] - 1
-    arange = partial(torch.arange, device=table.device)
-    result = table.new_empty(order.shape[0], out_h, out_w, channels)
-    for start, end, rows, row_width in groups:
-        k, bw, r = end - start, row_width // out_w, slice(start, end)
+    channels, out_h, out_w = spans.shape[1], h_start.shape[1], col.shape[1]
+    pad_row = spans.shape[0] - 1
+    arange = partial(torch.arange, device=spans.device)
+    result = spans.new_empty(order.shape[0], out_h, out_w, channels)
+    for start, end, rows, _ in groups:
+        k, r = end - start, slice(start, end)
         bh = int((h_end[r] - h_start[r]).max().clamp(min=1))
         # Stage A, columns: every window row, max over each column bin -> [k, rows, W_out, C].
         row = row0[r, None] + arange(rows)  # [k, rows]
-        col = w_start[r, :, None] + arange(bw)  # [k, W_out, bw]
-        inside = (row < h_end[r, -1:])[:, :, None, None] & (col < w_end[r, :, None])[:, None]
-        cell = (batch[r, None, None, None] * height + row[:, :, None, None]) * width + col[:, None]
-        cell = torch.where(inside, cell, pad_row).flatten()  # [k * rows * W_out * bw]
-        row_max = table.index_select(0, cell).view(k, rows, out_w, bw, channels).amax(dim=3)
+        inside = (row < h_end[r, -1:])[:, :, None, None] & (col[r, None] >= 0)
+        cell = ((batch[r, None] * height + row) * width)[:, :, None, None] + col[r, None]
+        cell = torch.where(inside, cell, pad_row).flatten()  # [k * rows * W_out * 2]
+        pair = spans.index_select(0, cell).view(k, rows, out_w, 2, channels)
+        row_table = spans.new_empty(k * rows + 1, out_w * channels)  # + a padding row
+        row_table[-1].view(out_w, channels).copy_(spans[-1])
+        row_max = row_table[:-1].view(k, rows, out_w, channels)
+        torch.maximum(pair[:, :, :, 0], pair[:, :, :, 1], out=row_max)
         # Stage B, rows: max over the stage-A rows of each row bin -> [k, H_out, W_out, C].
         rel = h_start[r, :, None] - row0[r, None, None] + arange(bh)  # [k, H_out, bh]
         inside = rel + row0[r, None, None] < h_end[r, :, None]
         pick = torch.where(inside, arange(k)[:, None, None] * rows + rel, k * rows).flatten()
-        row_table = torch.cat([row_max.view(k * rows, -1), table[-1:].repeat(1, out_w)])
         best = row_table.index_select(0, pick).view(k, out_h, bh, out_w, channels).amax(dim=2)
         result.index_copy_(0, order[r], best)
     return result
