@@ -1,5 +1,7 @@
 """Tests for coursepkg.roi_pool against torchvision.ops.roi_pool / roi_align (values and gradients)."""
 
+import math
+
 import pytest
 import torch
 from torch.testing import assert_close
@@ -113,6 +115,69 @@ def test_many_chunks_give_the_same_result(monkeypatch):
     assert_close(roi_align(x, rois, 4, 0.25, 2), expected_align)
     assert_close(roi_pool(x, rois, 4, 0.25), expected_pool)
     assert_close(roi_pool(x, rois, 4, 0.25), tv_roi_pool(x, rois, 4, 0.25))
+
+
+@pytest.mark.parametrize("table_elements", [0, 1 << 40])
+def test_roi_pool_every_table_plan_matches_torchvision(monkeypatch, table_elements):
+    """No room for a second table (every bin read cell by cell along rows, in runs along columns
+    of one cell) and unlimited room (two runs per axis): same values and gradients, ties included."""
+    monkeypatch.setattr(roi_module, "_TABLE_ELEMENTS", table_elements)
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(2, 3, 23, 29, generator=g).mul(2).round().clamp(min=0)  # many ties
+    rois = random_rois(80, 2, (92, 116), g)
+    grad_out = torch.randn(80, 3, 4, 3, generator=g)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = roi_pool(ours, rois, (4, 3), 0.25)
+    out.backward(grad_out)
+    tv_roi_pool(theirs, rois, (4, 3), 0.25).backward(grad_out)
+    assert_close(out.detach(), tv_roi_pool(x, rois, (4, 3), 0.25), rtol=0, atol=0)
+    assert_close(roi_pool(x, rois, (4, 3), 0.25), tv_roi_pool(x, rois, (4, 3), 0.25))
+    assert_close(ours.grad, theirs.grad)
+
+
+def test_roi_pool_orders_special_floats_like_torchvision():
+    """Infinities, signed zeros, denormals and equal negatives: the keys order them like floats.
+
+    One difference is on purpose: a bin of nothing but -inf gives -inf, the maximum, where
+    torchvision starts its search at -FLT_MAX and returns that, with no gradient. Those bins
+    are left out of the comparison (and tested on their own below).
+    """
+    g = torch.Generator().manual_seed(13)
+    special = torch.tensor([-math.inf, math.inf, -0.0, 0.0, -1e-45, 1e-45, -3.5, -3.5, -1e30])
+    x = special[torch.randint(0, len(special), (2, 4, 9, 11), generator=g)]
+    rois = random_rois(40, 2, (36, 44), g)
+    expected = tv_roi_pool(x, rois, 3, 0.25)
+    all_minus_inf = expected == -torch.finfo(torch.float32).max
+    assert 0 < all_minus_inf.sum() < 0.1 * all_minus_inf.numel()
+    grad_out = torch.randn(40, 4, 3, 3, generator=g).masked_fill(all_minus_inf, 0.0)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = roi_pool(ours, rois, 3, 0.25)
+    out.backward(grad_out)
+    tv_roi_pool(theirs, rois, 3, 0.25).backward(grad_out)
+    assert (out[all_minus_inf] == -math.inf).all()
+    assert_close(out.detach()[~all_minus_inf], expected[~all_minus_inf], rtol=0, atol=0)
+    assert_close(ours.grad, theirs.grad)
+
+
+def test_roi_pool_bin_of_minus_infinity_is_minus_infinity():
+    x = torch.full((1, 1, 3, 3), -math.inf, requires_grad=True)
+    out = roi_pool(x, torch.tensor([[0.0, 0.0, 0.0, 2.0, 2.0]]), 1)
+    out.sum().backward()
+    assert out.item() == -math.inf
+    assert x.grad.flatten().tolist() == [1.0] + [0.0] * 8  # the first cell, as on any tie
+
+
+def test_roi_pool_channels_last_input_keeps_its_layout():
+    """A channels-last input (the course backbones' layout) is read without a copy; its gradient
+    equals torchvision's."""
+    g = torch.Generator().manual_seed(14)
+    x = torch.randn(2, 5, 12, 14, generator=g).contiguous(memory_format=torch.channels_last)
+    rois = random_rois(30, 2, (48, 56), g)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    roi_pool(ours, rois, 3, 0.25).sum().backward()
+    tv_roi_pool(theirs, rois, 3, 0.25).sum().backward()
+    assert_close(ours.grad, theirs.grad)
+    assert_close(roi_pool(x, rois, 3, 0.25), tv_roi_pool(x, rois, 3, 0.25))
 
 
 def test_list_of_boxes_equals_rois_tensor():
