@@ -118,6 +118,9 @@ DEFAULT_ROWS = [
     dict(op="roi_pool"),
     dict(op="roi_pool", backward=True),
     dict(op="roi_pool", num_rois=128, feature_size=(100, 136), stride=8),
+    # Fast R-CNN's training mini-batch: 128 RoIs from 2 images on VGG-16's conv5 (512 channels).
+    dict(op="roi_pool", num_rois=128, channels=512, backward=True),
+    dict(op="roi_pool", num_rois=128, feature_size=(100, 136), stride=8, backward=True),
 ]
 
 

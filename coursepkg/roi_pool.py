@@ -337,8 +337,8 @@ def roi_pool(
         spans[-1] = -math.inf
         _span_table(spans, num_images, height, width, plan.cap_y, plan.cap_x)
         pooled = _bin_max(spans, rois[:, 0].long(), height, width, plan)  # [K, H_out, W_out, C]
-        pooled.masked_fill_(empty[..., None], 0.0)  # empty bins are 0
-        return pooled.permute(0, 3, 1, 2).contiguous()  # [K, C, H_out, W_out]
+        pooled = _unsort(pooled, plan.order)  # [K, C, H_out, W_out]
+        return pooled.masked_fill_(empty[:, None], 0.0)  # empty bins are 0
 
     # The gradient of a max goes to the winning cell only: find the winners with keys (no grad),
     # then gather them, so autograd routes the gradient like torchvision's argmax.
@@ -351,9 +351,16 @@ def roi_pool(
         keys = _cell_keys(table.detach(), plan.tables)
         _span_table(keys, num_images, height, width, plan.cap_y, plan.cap_x)
         index = _winner_index(_bin_max(keys, rois[:, 0].long(), height, width, plan))
+        index = _unsort(index, plan.order)  # [K, C, H_out, W_out] int32
     pooled = table.view(-1).index_select(0, index.flatten()).view(index.shape)
-    pooled = pooled.masked_fill(empty[..., None], 0.0)  # empty bins are 0
-    return pooled.permute(0, 3, 1, 2).contiguous()  # [K, C, H_out, W_out]
+    return pooled.masked_fill(empty[:, None], 0.0)  # empty bins are 0
+
+
+def _unsort(values: Tensor, order: Tensor) -> Tensor:
+    """[K, H_out, W_out, C] rows in ``order`` -> contiguous [K, C, H_out, W_out] in input order (one pass)."""
+    k, out_h, out_w, channels = values.shape
+    out = values.new_empty(k, channels, out_h, out_w)
+    return out.index_copy_(0, order, values.permute(0, 3, 1, 2))
 
 
 class _RunPlan(NamedTuple):
@@ -506,7 +513,7 @@ def _bin_max(spans: Tensor, batch: Tensor, height: int, width: int, plan: _RunPl
         plan: from :func:`_plan_runs`.
 
     Returns:
-        [K, H_out, W_out, C] bin maxima in input RoI order (the padding value for empty bins).
+        [K, H_out, W_out, C] bin maxima in ``plan.order`` (the padding value for empty bins).
     """
     channels, num_cells = spans.shape[1], (spans.shape[0] - 1) // plan.tables
     pad_row = spans.shape[0] - 1
@@ -523,9 +530,10 @@ def _bin_max(spans: Tensor, batch: Tensor, height: int, width: int, plan: _RunPl
         used = (rows >= 0)[:, :, None, :, None] & (cols >= 0)[:, None, :, None, :]
         cell = torch.where(used, cell, pad_row).flatten()
         runs = spans.index_select(0, cell).view(k, out_h, out_w, n_y * n_x, channels)
-        result.index_copy_(
-            0, plan.order[r], runs.amax(dim=3) if n_y * n_x > 1 else runs[:, :, :, 0]
-        )
+        if n_y * n_x > 1:
+            torch.amax(runs, dim=3, out=result[r])
+        else:
+            result[r] = runs[:, :, :, 0]
     return result
 
 
