@@ -392,24 +392,32 @@ def _runs(start: Tensor, end: Tensor, cap: int) -> tuple[Tensor, Tensor, Tensor]
         ``level`` [K, P] ``b``, and ``count`` [K, P] the runs each bin needs.
     """
     length = (end - start).clamp(min=0)
-    level = torch.zeros_like(length)
-    for b in range(1, cap + 1):
-        level += length >= (1 << b)
-    size = torch.ones_like(level).bitwise_left_shift_(level)
-    count = (length + size - 1).div(size, rounding_mode="floor")
+    level, size, count = _run_size(length, cap)
     j = torch.arange(max(int(count.max()), 1), device=start.device)  # [n]
     first = torch.where(j < count[..., None] - 1, start[..., None] + j * size[..., None], -1)
     first = torch.where(j == count[..., None] - 1, (end - size)[..., None], first)
     return first, level, count
 
 
-def _runs_needed(length: Tensor, cap: int) -> Tensor:
-    """[K] the most runs any bin of a RoI needs at level cap ``cap`` (host tensor ``length`` [K, P])."""
+def _run_size(length: Tensor, cap: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Level ``b = min(floor(log2 L), cap)``, run size ``2^b`` and run count ``ceil(L / 2^b)``.
+
+    Args:
+        length: int64 bin lengths ``L >= 0`` (any shape); cap: the highest level of the table.
+
+    Returns:
+        ``level``, ``size`` and ``count``, each shaped like ``length`` (count 0 for empty bins).
+    """
     level = torch.zeros_like(length)
     for b in range(1, cap + 1):
         level += length >= (1 << b)
-    size = 1 << level
-    return ((length + size - 1) // size).amax(dim=1).clamp(min=1)
+    size = torch.ones_like(level).bitwise_left_shift_(level)
+    return level, size, (length + size - 1).div(size, rounding_mode="floor")
+
+
+def _runs_needed(length: Tensor, cap: int) -> Tensor:
+    """[K] the most runs any bin of a RoI needs at level cap ``cap`` (``length`` [K, P])."""
+    return _run_size(length, cap)[2].amax(dim=1).clamp(min=1)
 
 
 def _plan_runs(
