@@ -1,4 +1,4 @@
-"""Faster R-CNN training throughput: coursepkg.faster_rcnn against torchvision's FasterRCNN.
+"""Faster R-CNN training throughput: coursepkg.models.faster_rcnn against torchvision's FasterRCNN.
 
 Both detectors are the same network: torchvision's ``FasterRCNN`` is built around a copy of *our*
 backbone, with an RPN head, RoI Align, two-FC head and predictor of the same sizes, the same anchor
@@ -36,8 +36,9 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.rpn import RPNHead as TorchvisionRPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from coursepkg.datasets import ShapesDataset, collate_detection
-from coursepkg.faster_rcnn import FasterRCNN, FasterRCNNConfig, faster_rcnn_recipe
+from coursepkg.data import ShapesDataset, collate_detection
+from coursepkg.engine.recipes import faster_rcnn_recipe
+from coursepkg.models.faster_rcnn import FasterRCNN, FasterRCNNConfig
 
 #: The throughput ratio ours / torchvision we aim for.
 TARGET_RATIO = 1.0
@@ -49,7 +50,7 @@ def torchvision_model(model: FasterRCNN, image_size: tuple[int, int]) -> Torchvi
     sizes = tuple(c.anchor_base_size * s for s in c.anchor_scales)
     channels = model.backbone.out_channels
     return TorchvisionFasterRCNN(
-        # Our backbone keeps its weights channels-last (coursepkg.faster_rcnn.FasterRCNN.forward);
+        # Our backbone keeps its weights channels-last (coursepkg.models.faster_rcnn.FasterRCNN.forward);
         # torchvision batches images in the default layout, so its copy gets the default layout too.
         copy.deepcopy(model.backbone).to(memory_format=torch.contiguous_format),
         min_size=min(image_size),
@@ -159,7 +160,7 @@ def bench_row(
 
 
 def _classes(config: FasterRCNNConfig) -> tuple[str, ...]:
-    from coursepkg.datasets.shapes import SHAPE_CLASSES
+    from coursepkg.data.shapes import SHAPE_CLASSES
 
     return SHAPE_CLASSES[: config.num_classes]
 

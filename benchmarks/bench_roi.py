@@ -1,4 +1,4 @@
-"""RoIAlign and RoI pooling: coursepkg.roi_pool against torchvision.ops on the CPU.
+"""RoIAlign and RoI pooling: coursepkg.ops.roi_pool against torchvision.ops on the CPU.
 
 Each row builds one seeded problem (feature maps, random proposals partly outside the image),
 asserts that both implementations give the same output (and the same input gradient when
@@ -18,7 +18,7 @@ import torch
 import torchvision.ops
 from torch.testing import assert_close
 
-from coursepkg.roi_pool import roi_align, roi_pool
+from coursepkg.ops.roi_pool import roi_align, roi_pool
 
 
 def make_problem(

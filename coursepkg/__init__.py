@@ -10,12 +10,12 @@ Conventions (the "Data and conventions" page of the book explains them with pict
 * Boxes are ``(x1, y1, x2, y2)`` floats in absolute pixels, continuous coordinates: width is
   ``x2 - x1``, an image of width ``W`` spans ``[0, W]`` and pixel column ``j`` covers ``[j, j + 1)``.
   Zero-area boxes are legal; ``x2 < x1`` is an error. Other formats appear only at the edges,
-  through :func:`coursepkg.boxes.box_convert`.
+  through :func:`coursepkg.ops.boxes.box_convert`.
 * The lecture notes' pixel-inclusive "+1" convention exists only behind the keyword-only flag
   ``legacy_plus_one=False``, with that name everywhere.
 * ``image_size`` is always ``(height, width)``.
 * Dataset labels are ``0..K-1``. Softmax heads put background at index 0 (see
-  :func:`coursepkg.datasets.to_softmax_labels`).
+  :func:`coursepkg.ops.labels.to_softmax_labels`).
 
 Importing the package has no side effects.
 """

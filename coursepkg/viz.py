@@ -27,7 +27,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
-from coursepkg.boxes import check_boxes
+from coursepkg.ops.validation import check_boxes
 
 
 def class_color(label: int) -> tuple[float, float, float, float]:
@@ -108,7 +108,7 @@ def draw_boxes(
         The ``N`` rectangles, in order (one caption text per box that has one).
 
     Raises:
-        TypeError / ValueError: for bad boxes (see :func:`coursepkg.boxes.check_boxes`), labels or
+        TypeError / ValueError: for bad boxes (see :func:`coursepkg.ops.boxes.check_boxes`), labels or
             scores of the wrong length, or a label outside ``class_names``.
 
     Chapter: book/data_and_conventions
@@ -289,7 +289,7 @@ def plot_history(
 
     Args:
         history: a mapping of ``name -> list of floats`` (anything with ``keys()`` and ``[]``,
-            like the ``History`` that :func:`coursepkg.training.fit` returns, or a plain dict or
+            like the ``History`` that :func:`coursepkg.engine.training.fit` returns, or a plain dict or
             dataclass), for example ``{"step": [...], "train_loss": [...], "epoch": [...],
             "epoch_loss": [...], "val_map": [...], "val_map_50": [...]}``. ``"step"`` and
             ``"epoch"``, when present, are the x axes of the series of the same length (names

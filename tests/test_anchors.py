@@ -1,4 +1,4 @@
-"""Tests for coursepkg.anchors: the notes' counts and torchvision's AnchorGenerator."""
+"""Tests for coursepkg.models.anchors: the notes' counts and torchvision's AnchorGenerator."""
 
 import math
 
@@ -8,7 +8,7 @@ from torch.testing import assert_close
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 
-from coursepkg.anchors import anchors_inside, generate_anchors
+from coursepkg.models.anchors import anchors_inside, generate_anchors
 
 
 def torchvision_anchors(image_size, feature_size):

@@ -1,4 +1,4 @@
-"""Tests for coursepkg.assignment against torchvision's Matcher and BalancedPositiveNegativeSampler."""
+"""Tests for coursepkg.models.assignment against torchvision's Matcher and BalancedPositiveNegativeSampler."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from torch.testing import assert_close
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, Matcher
 from torchvision.ops import box_iou
 
-from coursepkg.assignment import match_anchors, sample_balanced
+from coursepkg.models.assignment import match_anchors, sample_balanced
 
 
 def torchvision_match(iou, high=0.7, low=0.3, allow_low_quality_matches=True):

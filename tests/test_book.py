@@ -58,7 +58,7 @@ def _setup_cell() -> str:
         "import sys\n"
         'if "google.colab" in sys.modules:\n'
         f'    %pip install --quiet "coursepkg @ git+{url}@{branch}"\n'
-        "from coursepkg.runtime import describe_runtime, get_profile\n"
+        "from coursepkg.engine.runtime import describe_runtime, get_profile\n"
         "PROFILE = get_profile()\n"
         "describe_runtime(PROFILE);"
     )

@@ -1,4 +1,4 @@
-"""Tests for coursepkg.box_coding against torchvision's BoxCoder."""
+"""Tests for coursepkg.ops.box_coding against torchvision's BoxCoder."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 from torch.testing import assert_close
 from torchvision.models.detection._utils import BoxCoder
 
-from coursepkg.box_coding import DEFAULT_BBOX_XFORM_CLIP, decode_boxes, encode_boxes
+from coursepkg.ops.box_coding import DEFAULT_BBOX_XFORM_CLIP, decode_boxes, encode_boxes
 
 
 def random_boxes(n, generator, dtype=torch.float32, size=400.0, min_side=0.5):

@@ -1,4 +1,4 @@
-"""Tests for coursepkg.boxes: torchvision.ops as the oracle, the notes' worked examples, errors."""
+"""Tests for coursepkg.ops.boxes: torchvision.ops as the oracle, the notes' worked examples, errors."""
 
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ import torch
 import torchvision.ops as tvops
 from torch.testing import assert_close
 
-from coursepkg.boxes import (
+from coursepkg.ops.boxes import (
     BOX_FORMATS,
     box_area,
     box_convert,
     box_iou,
-    check_boxes,
-    check_image_size,
     clip_boxes_to_image,
     convert_to_absolute_values,
     matched_box_iou,
@@ -24,6 +22,7 @@ from coursepkg.boxes import (
     xyxy_to_yolo,
     yolo_to_xyxy,
 )
+from coursepkg.ops.validation import check_boxes, check_image_size
 
 SIZES = (0, 1, 7, 64, 257)
 DTYPES = (torch.float32, torch.float64)

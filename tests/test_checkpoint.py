@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from coursepkg import checkpoint as ckpt
-from coursepkg.checkpoint import (
+from coursepkg.engine import checkpoint as ckpt
+from coursepkg.engine.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
     CheckpointError,
     get_rng_state,

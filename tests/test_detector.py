@@ -15,7 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from coursepkg.detector import Detector, check_detections, check_images, check_losses, check_targets
+from coursepkg.models.detector import (
+    Detector,
+    check_detections,
+    check_images,
+    check_losses,
+    check_targets,
+)
 
 IMAGE_SIZE = (32, 32)
 
@@ -62,7 +68,7 @@ class ToyBoxes(Dataset):
 
 
 def collate(batch):
-    """What coursepkg.datasets.collate_detection does: stack the images, list the targets."""
+    """What coursepkg.data.collate_detection does: stack the images, list the targets."""
     images, targets = zip(*batch, strict=True)
     return torch.stack(images), list(targets)
 

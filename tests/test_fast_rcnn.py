@@ -1,4 +1,4 @@
-"""Tests for coursepkg.fast_rcnn: the multi-task loss against a hand computation and torchvision's
+"""Tests for coursepkg.models.fast_rcnn: the multi-task loss against a hand computation and torchvision's
 fastrcnn_loss, the paper's background range, target statistics, and the detector contract
 (including images without objects and proposals passed in the targets)."""
 
@@ -10,19 +10,19 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from coursepkg.box_coding import encode_boxes
-from coursepkg.boxes import box_iou
-from coursepkg.detector import check_detections
-from coursepkg.fast_rcnn import (
+from coursepkg.models.detector import check_detections
+from coursepkg.models.fast_rcnn import (
     FastRCNN,
     FastRCNNConfig,
     drop_easy_background,
     multi_task_loss,
     regression_target_stats,
 )
-from coursepkg.rcnn import ProposalCache
-from coursepkg.roi_heads import sample_rois
-from coursepkg.roi_pool import roi_pool
+from coursepkg.models.rcnn import ProposalCache
+from coursepkg.models.roi_heads import sample_rois
+from coursepkg.ops.box_coding import encode_boxes
+from coursepkg.ops.boxes import box_iou
+from coursepkg.ops.roi_pool import roi_pool
 
 
 def test_config_defaults_are_the_papers():

@@ -1,4 +1,4 @@
-"""Tests for coursepkg.faster_rcnn: the Detector contract, edge cases, and torchvision's FasterRCNN.
+"""Tests for coursepkg.models.faster_rcnn: the Detector contract, edge cases, and torchvision's FasterRCNN.
 
 The strongest checks build torchvision's ``FasterRCNN`` around *our* backbone, copy our heads'
 weights into it, and compare: detections at inference, and the four losses in training when the
@@ -17,15 +17,11 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.rpn import RPNHead as TorchvisionRPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from coursepkg.detector import check_detections, check_losses
-from coursepkg.faster_rcnn import (
-    ConvBackbone,
-    FasterRCNN,
-    FasterRCNNConfig,
-    FasterRCNNRecipe,
-    assign_rpn_targets,
-    faster_rcnn_recipe,
-)
+from coursepkg.engine.recipes import FasterRCNNRecipe, faster_rcnn_recipe
+from coursepkg.models.backbones import ConvBackbone
+from coursepkg.models.detector import check_detections, check_losses
+from coursepkg.models.faster_rcnn import FasterRCNN, FasterRCNNConfig
+from coursepkg.models.rpn import assign_rpn_targets
 
 LOSS_KEYS = ["rpn_objectness", "rpn_box", "roi_cls", "roi_box"]
 

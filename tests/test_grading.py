@@ -507,7 +507,7 @@ def test_check_never_raises():
     assert "what your function printed" in out and len(out) < 20_000
 
     assert "coursepkg's own" in _check_output(
-        "window_positions", __import__("coursepkg.sliding_windows").sliding_windows.window_positions
+        "window_positions", __import__("coursepkg.ops.sliding_windows").ops.sliding_windows.window_positions
     )
 
 

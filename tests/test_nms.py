@@ -1,4 +1,4 @@
-"""Tests for coursepkg.nms: torchvision.ops as the oracle, slow references, the notes' example."""
+"""Tests for coursepkg.ops.nms: torchvision.ops as the oracle, slow references, the notes' example."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 import torchvision.ops as tvops
 from torch.testing import assert_close
 
-import coursepkg.nms as nms_module
-from coursepkg.boxes import box_iou
-from coursepkg.nms import (
+import coursepkg.ops.nms as nms_module
+from coursepkg.ops.boxes import box_iou
+from coursepkg.ops.nms import (
     SoftNMSResult,
     batched_nms,
     malisiewicz_nms,

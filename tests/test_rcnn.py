@@ -1,4 +1,4 @@
-"""Tests for coursepkg.rcnn: every R-CNN step on hand-made cases with exact numbers, plus oracles
+"""Tests for coursepkg.models.rcnn: every R-CNN step on hand-made cases with exact numbers, plus oracles
 (torchvision's roi_align for the warp, scikit-learn's LinearSVC and Ridge for the SVM and the
 box regressor)."""
 
@@ -10,11 +10,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from coursepkg.box_coding import decode_boxes
-from coursepkg.rcnn import (
+from coursepkg.models.backbones import PIXEL_MEAN
+from coursepkg.models.rcnn import (
     IGNORED,
     NEGATIVE,
-    PIXEL_MEAN,
     POSITIVE,
     RCNN,
     BoxRegressor,
@@ -36,6 +35,7 @@ from coursepkg.rcnn import (
     train_region_net,
     warp_regions,
 )
+from coursepkg.ops.box_coding import decode_boxes
 
 
 def _random_boxes(
@@ -457,7 +457,7 @@ def test_ridge_regressor_recovers_known_deltas():
 @pytest.mark.parametrize("lam", [1.0, 1000.0])
 def test_ridge_regressor_matches_sklearn_ridge(lam):
     linear_model = pytest.importorskip("sklearn.linear_model")
-    from coursepkg.box_coding import encode_boxes
+    from coursepkg.ops.box_coding import encode_boxes
 
     g = torch.Generator().manual_seed(1)
     features = torch.randn(80, 10, generator=g, dtype=torch.float64) * 3

@@ -1,4 +1,4 @@
-"""Tests for coursepkg.roi_heads against torchvision's RoIHeads and fastrcnn_loss."""
+"""Tests for coursepkg.models.roi_heads against torchvision's RoIHeads and fastrcnn_loss."""
 
 import pytest
 import torch
@@ -6,9 +6,7 @@ from torch.testing import assert_close
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.roi_heads import fastrcnn_loss as tv_fastrcnn_loss
 
-from coursepkg.box_coding import decode_boxes
-from coursepkg.boxes import box_iou
-from coursepkg.roi_heads import (
+from coursepkg.models.roi_heads import (
     ROI_BOX_WEIGHTS,
     FastRCNNHead,
     FastRCNNOutput,
@@ -17,6 +15,8 @@ from coursepkg.roi_heads import (
     postprocess_detections,
     sample_rois,
 )
+from coursepkg.ops.box_coding import decode_boxes
+from coursepkg.ops.boxes import box_iou
 
 
 def random_boxes(n, generator, size=100.0, min_side=1.0, dtype=torch.float32):

@@ -1,4 +1,4 @@
-"""Tests for coursepkg.roi_pool against torchvision.ops.roi_pool / roi_align (values and gradients)."""
+"""Tests for coursepkg.ops.roi_pool against torchvision.ops.roi_pool / roi_align (values and gradients)."""
 
 import math
 
@@ -8,8 +8,8 @@ from torch.testing import assert_close
 from torchvision.ops import roi_align as tv_roi_align
 from torchvision.ops import roi_pool as tv_roi_pool
 
-import coursepkg.roi_pool as roi_module
-from coursepkg.roi_pool import roi_align, roi_pool
+import coursepkg.ops.roi_pool as roi_module
+from coursepkg.ops.roi_pool import roi_align, roi_pool
 
 
 def random_rois(num_rois, num_images, image_size, generator, dtype=torch.float32):

@@ -1,4 +1,4 @@
-"""Tests for coursepkg.rpn against torchvision's RPNHead and RegionProposalNetwork."""
+"""Tests for coursepkg.models.rpn against torchvision's RPNHead and RegionProposalNetwork."""
 
 import math
 
@@ -10,9 +10,9 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
 from torchvision.models.detection.rpn import RPNHead as TorchvisionRPNHead
 
-from coursepkg.anchors import generate_anchors
-from coursepkg.box_coding import decode_boxes
-from coursepkg.rpn import RPNHead, flatten_predictions, generate_proposals, rpn_loss
+from coursepkg.models.anchors import generate_anchors
+from coursepkg.models.rpn import RPNHead, flatten_predictions, generate_proposals, rpn_loss
+from coursepkg.ops.box_coding import decode_boxes
 
 
 def torchvision_rpn(pre_nms_top_n=1000, post_nms_top_n=300, nms_thresh=0.7, score_thresh=0.0):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from coursepkg.runtime import PROFILES, default_device, describe_runtime, get_profile
+from coursepkg.engine.runtime import PROFILES, default_device, describe_runtime, get_profile
 
 
 def test_profile_from_environment(monkeypatch):

@@ -1,13 +1,12 @@
-"""Tests for coursepkg.selective_search: recall on synthetic shapes, grouping, ranking, validity."""
+"""Tests for coursepkg.models.selective_search: recall on synthetic shapes, grouping, ranking, validity."""
 
 import numpy as np
 import pytest
 import torch
 from torch.testing import assert_close
 
-from coursepkg.boxes import box_iou
-from coursepkg.datasets import ShapesDataset
-from coursepkg.selective_search import (
+from coursepkg.data import ShapesDataset
+from coursepkg.models.selective_search import (
     MODES,
     SIMILARITIES,
     Strategy,
@@ -15,6 +14,7 @@ from coursepkg.selective_search import (
     initial_regions,
     selective_search,
 )
+from coursepkg.ops.boxes import box_iou
 
 
 @pytest.fixture(scope="module")

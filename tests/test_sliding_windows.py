@@ -1,4 +1,4 @@
-"""Tests for coursepkg.sliding_windows: brute-force references, the notes' off-by-one, errors."""
+"""Tests for coursepkg.ops.sliding_windows: brute-force references, the notes' off-by-one, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from coursepkg.sliding_windows import (
+from coursepkg.ops.sliding_windows import (
     PyramidLevel,
     count_windows,
     image_pyramid,

@@ -9,10 +9,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision.ops import box_iou
 
-from coursepkg import checkpoint as ckpt
-from coursepkg.checkpoint import CheckpointError, load_checkpoint
-from coursepkg.detector import Detector
-from coursepkg.training import CHECKPOINT_NAME, History, evaluate, fit, predict, warmup_cosine
+from coursepkg.engine import checkpoint as ckpt
+from coursepkg.engine.checkpoint import CheckpointError, load_checkpoint
+from coursepkg.engine.training import (
+    CHECKPOINT_NAME,
+    History,
+    evaluate,
+    fit,
+    predict,
+    warmup_cosine,
+)
+from coursepkg.models.detector import Detector
 
 
 @pytest.fixture(autouse=True)
@@ -26,13 +33,13 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def collate_detection(monkeypatch):
-    """Use coursepkg.datasets.collate_detection if it exists, else the tests' stand-in."""
+    """Use coursepkg.data.collate_detection if it exists, else the tests' stand-in."""
     try:
-        from coursepkg.datasets import collate_detection  # noqa: F401
+        from coursepkg.data import collate_detection  # noqa: F401
     except ImportError:
-        fake = types.ModuleType("coursepkg.datasets")
+        fake = types.ModuleType("coursepkg.data")
         fake.collate_detection = collate
-        monkeypatch.setitem(sys.modules, "coursepkg.datasets", fake)
+        monkeypatch.setitem(sys.modules, "coursepkg.data", fake)
 
 
 class TopHitMetric:
@@ -469,7 +476,7 @@ def test_predict_shapes_and_modes():
         predict(model, images[0, 0])
     with pytest.raises(TypeError, match="images must be floating"):
         predict(model, images.to(torch.uint8))
-    with pytest.raises(TypeError, match="model must be a coursepkg.detector.Detector"):
+    with pytest.raises(TypeError, match="model must be a coursepkg.models.detector.Detector"):
         predict(nn.Linear(2, 2), images)
 
 
@@ -603,7 +610,7 @@ def test_bad_arguments(kwargs, error, message):
 def test_bad_model_and_data():
     with pytest.raises(
         TypeError,
-        match=r"model must be a coursepkg.detector.Detector \(an nn.Module with losses\(\) and detect\(\)\), got Linear",
+        match=r"model must be a coursepkg.models.detector.Detector \(an nn.Module with losses\(\) and detect\(\)\), got Linear",
     ):
         fit(nn.Linear(2, 2), ToyBoxes(4), epochs=1)
     with pytest.raises(ValueError, match=r"train_data is empty \(0 items\)"):
@@ -629,13 +636,13 @@ def test_bad_model_and_data():
     with pytest.raises(ValueError, match=r"targets\[0\]\['boxes'\] has boxes with x2 < x1"):
         bad = {"boxes": torch.tensor([[5.0, 0, 1, 1]]), "labels": torch.tensor([0])}
         fit(_model(), [(torch.zeros(3, 32, 32), bad)], epochs=1, progress=False)
-    with pytest.raises(TypeError, match="model must be a coursepkg.detector.Detector"):
+    with pytest.raises(TypeError, match="model must be a coursepkg.models.detector.Detector"):
         evaluate(nn.Linear(2, 2), ToyBoxes(4))
 
 
 def test_history_pads_missing_values_with_nan():
     history = History()
-    from coursepkg.training import _append_row
+    from coursepkg.engine.training import _append_row
 
     _append_row(history.per_epoch, {"epoch": 1, "loss": 0.5})
     _append_row(history.per_epoch, {"epoch": 2, "loss": 0.4, "val_map": 0.1})

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from coursepkg.datasets import ShapesDataset  # noqa: E402
+from coursepkg.data import ShapesDataset  # noqa: E402
 from coursepkg.viz import (  # noqa: E402
     class_color,
     draw_boxes,
@@ -165,7 +165,7 @@ def test_plot_history_dict_with_steps_and_epochs():
 
 @dataclass(eq=False)
 class _TwoTableHistory(Mapping):
-    """Like coursepkg.training.History: a dataclass that is also a mapping over two tables."""
+    """Like coursepkg.engine.training.History: a dataclass that is also a mapping over two tables."""
 
     per_step: dict = field(default_factory=dict)
     per_epoch: dict = field(default_factory=dict)

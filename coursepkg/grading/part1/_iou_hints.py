@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from coursepkg.boxes import box_iou
+from coursepkg.ops.boxes import box_iou
 
 PLUS_ONE = (
     "this is the notes' '+1' IoU: the course uses continuous coordinates, width = x2 - x1 "

@@ -1,7 +1,7 @@
 """Grading tests of ``batched_nms(boxes, scores, labels, iou_threshold)``, class-aware NMS
 (exercise 03_nms).
 
-Compared with :func:`coursepkg.nms.batched_nms` on cases where classes matter (overlapping boxes
+Compared with :func:`coursepkg.ops.nms.batched_nms` on cases where classes matter (overlapping boxes
 of different classes, classes interleaved in score order, large coordinates that defeat a small
 fixed offset, classes that are not contiguous in the input) and on seeded random sets.
 """
@@ -20,7 +20,7 @@ from coursepkg.grading.expect import (
     random_boxes,
     tied_scores,
 )
-from coursepkg.nms import batched_nms, nms
+from coursepkg.ops.nms import batched_nms, nms
 
 CLASSES = "boxes of different labels never suppress each other: run NMS within each class"
 ORDER = "return the kept indices of all classes together, sorted by decreasing score (ties: input order)"

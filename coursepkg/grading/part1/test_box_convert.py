@@ -1,6 +1,6 @@
 """Grading tests of ``box_convert(boxes, in_fmt, out_fmt)`` (exercise 02_boxes_iou).
 
-Compared with :func:`coursepkg.boxes.box_convert` for every ordered pair of formats, on the worked
+Compared with :func:`coursepkg.ops.boxes.box_convert` for every ordered pair of formats, on the worked
 examples, empty input, float64 input and seeded random boxes.
 """
 
@@ -11,7 +11,6 @@ import itertools
 import pytest
 import torch
 
-from coursepkg.boxes import box_convert
 from coursepkg.grading.expect import (
     Case,
     call,
@@ -20,6 +19,7 @@ from coursepkg.grading.expect import (
     generator,
     random_boxes,
 )
+from coursepkg.ops.boxes import box_convert
 
 FORMATS = ("xyxy", "xywh", "cxcywh")
 

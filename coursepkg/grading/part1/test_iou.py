@@ -1,6 +1,6 @@
 """Grading tests of ``iou(box_a, box_b)``, the IoU of two boxes in plain Python (exercise 02_boxes_iou).
 
-Compared with :func:`coursepkg.boxes.box_iou` (computed in float64) on the notes' examples, on the
+Compared with :func:`coursepkg.ops.boxes.box_iou` (computed in float64) on the notes' examples, on the
 edge cases where the usual mistakes show (touching, disjoint, nested, zero-area boxes) and on
 seeded random pairs, continuous and on a small integer grid.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coursepkg.boxes import box_iou
 from coursepkg.grading.expect import (
     Case,
     Picture,
@@ -21,6 +20,7 @@ from coursepkg.grading.expect import (
     random_boxes,
 )
 from coursepkg.grading.part1 import _iou_hints as hints
+from coursepkg.ops.boxes import box_iou
 
 
 def _case(title: str, box_a, box_b, hint: str = "") -> Case:

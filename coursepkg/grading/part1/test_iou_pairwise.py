@@ -1,6 +1,6 @@
 """Grading tests of ``iou_pairwise(boxes1, boxes2)``, the [N, M] IoU matrix (exercise 02_boxes_iou).
 
-Compared with :func:`coursepkg.boxes.box_iou` on the notes' examples, on edge cases (touching,
+Compared with :func:`coursepkg.ops.boxes.box_iou` on the notes' examples, on edge cases (touching,
 disjoint, zero-area boxes, empty sets, N != M) and on seeded random sets of several sizes, in
 float32 and float64 (the result keeps the boxes' dtype).
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coursepkg.boxes import box_iou
 from coursepkg.grading.expect import (
     Case,
     Picture,
@@ -21,6 +20,7 @@ from coursepkg.grading.expect import (
     random_boxes,
 )
 from coursepkg.grading.part1 import _iou_hints as hints
+from coursepkg.ops.boxes import box_iou
 
 
 def _case(title: str, boxes1, boxes2, hint: str = "") -> Case:

@@ -1,6 +1,6 @@
 """Grading tests of ``nms(boxes, scores, iou_threshold)``, greedy NMS (exercise 03_nms).
 
-Compared with :func:`coursepkg.nms.nms` (the same keeps as ``torchvision.ops.nms``) on the notes'
+Compared with :func:`coursepkg.ops.nms.nms` (the same keeps as ``torchvision.ops.nms``) on the notes'
 five boxes, on the cases each rule is about (an IoU exactly at the threshold, score order, ties,
 only kept boxes suppress, thresholds 0 and 1, empty input) and on seeded random sets of several
 sizes, some with tied scores and boxes on a grid.
@@ -23,7 +23,7 @@ from coursepkg.grading.expect import (
     random_boxes,
     tied_scores,
 )
-from coursepkg.nms import malisiewicz_nms, nms
+from coursepkg.ops.nms import malisiewicz_nms, nms
 
 STRICT = "suppress only when IoU > iou_threshold: a box whose IoU equals the threshold stays"
 SORT = "visit the boxes from the highest score down, and return the kept indices in that order"

@@ -1,6 +1,6 @@
 """Grading tests of ``window_boxes(image_size, window_size, step)`` (exercise 01_sliding_windows).
 
-Compared with :func:`coursepkg.sliding_windows.sliding_windows` on non-square images, windows and
+Compared with :func:`coursepkg.ops.sliding_windows.sliding_windows` on non-square images, windows and
 steps (so that swapping height and width shows), and on seeded random sizes.
 """
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from coursepkg.grading.expect import Case, Picture, call, expect_tensor, generator
-from coursepkg.sliding_windows import sliding_windows
+from coursepkg.ops.sliding_windows import sliding_windows
 
 HW = "image_size and window_size are (height, width): x runs along the width, y along the height"
 

@@ -1,6 +1,6 @@
 """Grading tests of ``window_positions(length, window, step)`` (exercise 01_sliding_windows).
 
-Compared with :func:`coursepkg.sliding_windows.window_positions` on the notes' example (where the
+Compared with :func:`coursepkg.ops.sliding_windows.window_positions` on the notes' example (where the
 notes miss the last window), on edge cases and on seeded random sizes.
 """
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from coursepkg.grading.expect import Case, call, expect_int_list, generator
-from coursepkg.sliding_windows import window_positions
+from coursepkg.ops.sliding_windows import window_positions
 
 LAST = (
     "the last window starts at length - window when that is a multiple of step: "

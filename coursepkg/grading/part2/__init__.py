@@ -1,9 +1,9 @@
 """Part II questions: R-CNN's box regression, Fast R-CNN's RoI pooling, Faster R-CNN's RPN.
 
 Each question's tests are the pytest module ``test_<name>.py`` beside this file. They compare the
-student's function with the package's reference implementation (:mod:`coursepkg.box_coding`,
-:mod:`coursepkg.roi_pool`, :mod:`coursepkg.anchors`, :mod:`coursepkg.assignment`,
-:mod:`coursepkg.rpn`) on the worked examples, on edge cases (empty, identical boxes, values
+student's function with the package's reference implementation (:mod:`coursepkg.ops.box_coding`,
+:mod:`coursepkg.ops.roi_pool`, :mod:`coursepkg.models.anchors`, :mod:`coursepkg.models.assignment`,
+:mod:`coursepkg.models.rpn`) on the worked examples, on edge cases (empty, identical boxes, values
 exactly at a threshold, ties, boxes outside the feature map) and on seeded random inputs of
 several sizes.
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from coursepkg.box_coding import encode_boxes
 from coursepkg.grading.expect import Case, generator
 from coursepkg.grading.part1._scenes import jitter
+from coursepkg.ops.box_coding import encode_boxes
 
 TYPO_Y = (
     "t_y and ĝ_y use the proposal's HEIGHT p_h and centre p_y (the notes print ĝ_y with p_x, "

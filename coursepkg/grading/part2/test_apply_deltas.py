@@ -1,8 +1,8 @@
 """Grading tests of ``apply_deltas(deltas, proposals)``, the inverse of the targets (exercise 05_rcnn).
 
-Compared with :func:`coursepkg.box_coding.decode_boxes` (weights 1; every delta here stays far
+Compared with :func:`coursepkg.ops.box_coding.decode_boxes` (weights 1; every delta here stays far
 below its clip, so the clip never acts) on the worked example, zero deltas, round trips through
-:func:`coursepkg.box_coding.encode_boxes`, proposals that are not square, float64, no boxes, and
+:func:`coursepkg.ops.box_coding.encode_boxes`, proposals that are not square, float64, no boxes, and
 seeded random deltas of several sizes.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coursepkg.box_coding import decode_boxes, encode_boxes
 from coursepkg.grading.expect import Case, Picture, call, expect_tensor, generator
 from coursepkg.grading.part2 import _coding
+from coursepkg.ops.box_coding import decode_boxes, encode_boxes
 
 NAMES = ("deltas", "proposals")
 

@@ -1,6 +1,6 @@
 """Grading tests of ``label_anchors(iou_matrix)``, Faster R-CNN's anchor labels (exercise 07_faster_rcnn).
 
-Compared with ``coursepkg.assignment.match_anchors(iou_matrix).labels`` (thresholds 0.7 and 0.3,
+Compared with ``coursepkg.models.assignment.match_anchors(iou_matrix).labels`` (thresholds 0.7 and 0.3,
 low-quality matches on; torchvision's ``Matcher`` with ``allow_low_quality_matches=True``) on the
 worked example, on IoUs exactly at 0.7 and 0.3, ground truths whose best anchors tie, a ground
 truth that overlaps no anchor, images without objects, no anchors, and seeded random matrices:
@@ -13,10 +13,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coursepkg.anchors import generate_anchors
-from coursepkg.assignment import match_anchors
-from coursepkg.boxes import box_iou
 from coursepkg.grading.expect import Case, call, expect_tensor, generator, random_boxes
+from coursepkg.models.anchors import generate_anchors
+from coursepkg.models.assignment import match_anchors
+from coursepkg.ops.boxes import box_iou
 
 LOW_QUALITY = (
     "also make positive, for every ground truth, the anchor(s) with the highest IoU with it, even "

@@ -1,7 +1,7 @@
 """Grading tests of ``make_anchors(feature_size, stride, scales, ratios, base_size, offset)``
 (exercise 07_faster_rcnn).
 
-Compared with :func:`coursepkg.anchors.generate_anchors` on the notes' setting (ratios 0.5, 1, 2;
+Compared with :func:`coursepkg.models.anchors.generate_anchors` on the notes' setting (ratios 0.5, 1, 2;
 scales 8, 16, 32; stride 16; the 50 x 50 map of an 800 x 800 image, whose 8,940 anchors inside
 the image follow from ``offset=0.5``), on torchvision's ``offset=0``, on maps that are not
 square (so that the row/column order shows), one ratio or one scale, an empty map, and seeded
@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coursepkg.anchors import generate_anchors
 from coursepkg.grading.expect import Case, Picture, call, expect_tensor, generator
+from coursepkg.models.anchors import generate_anchors
 
 ORDER = (
     "order the anchors location by location, row by row (y outer, x inner), and at each location "

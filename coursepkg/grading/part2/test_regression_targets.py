@@ -1,6 +1,6 @@
 """Grading tests of ``regression_targets(proposals, gt_boxes)``, R-CNN's targets (exercise 05_rcnn).
 
-Compared with :func:`coursepkg.box_coding.encode_boxes` (``encode_boxes(gt_boxes, proposals)``)
+Compared with :func:`coursepkg.ops.box_coding.encode_boxes` (``encode_boxes(gt_boxes, proposals)``)
 on the worked example, on the cases where the notes' typos and the usual mistakes show (proposals
 that are not square, identical boxes, a ground truth inside its proposal, float64, no boxes) and on
 seeded random pairs of several sizes, near (R-CNN's training pairs) and arbitrary.
@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coursepkg.box_coding import encode_boxes
 from coursepkg.grading.expect import Case, Picture, call, expect_tensor
 from coursepkg.grading.part2 import _coding
+from coursepkg.ops.box_coding import encode_boxes
 
 NAMES = ("proposals", "gt_boxes")
 

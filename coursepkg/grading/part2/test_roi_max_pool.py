@@ -1,6 +1,6 @@
 """Grading tests of ``roi_max_pool(features, box, output_size, spatial_scale)`` (exercise 06_fast_rcnn).
 
-Compared with :func:`coursepkg.roi_pool.roi_pool` (the same results as ``torchvision.ops.roi_pool``)
+Compared with :func:`coursepkg.ops.roi_pool.roi_pool` (the same results as ``torchvision.ops.roi_pool``)
 on the worked example, on the cases each rule is about (rounding, halves included; spatial_scale;
 bins that overlap when the RoI has fewer cells than the grid; RoIs partly or fully outside the map,
 whose empty bins give 0; negative features; a zero-size box; float64) and on seeded random maps,
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from coursepkg.grading.expect import Case, call, expect_tensor, generator
-from coursepkg.roi_pool import roi_pool
+from coursepkg.ops.roi_pool import roi_pool
 
 AVERAGE = "RoI *max* pooling: each bin keeps the largest value of its cells, not their mean"
 ROUND = (

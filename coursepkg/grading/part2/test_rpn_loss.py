@@ -1,6 +1,6 @@
 """Grading tests of ``rpn_loss(objectness, deltas, labels, target_deltas)`` (exercise 07_faster_rcnn).
 
-Compared with ``coursepkg.rpn.rpn_loss(..., normalization="notes").total``: the mean binary
+Compared with ``coursepkg.models.rpn.rpn_loss(..., normalization="notes").total``: the mean binary
 cross-entropy over the sampled anchors plus λ = 10 times the smooth-L1 (β = 1) summed over the
 positive anchors and divided by the number of positives. Cases: the worked example, differences on
 both sides of smooth-L1's |x| = 1, ignored anchors and non-positive targets holding wild values
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from coursepkg.grading.expect import Case, call, expect_number, generator
-from coursepkg.rpn import rpn_loss
+from coursepkg.models.rpn import rpn_loss
 
 BETA = "smooth-L1 here is the notes' form: 0.5 x^2 if |x| < 1, else |x| - 0.5 (beta = 1)"
 POSITIVES = (

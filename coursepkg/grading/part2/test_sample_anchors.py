@@ -2,7 +2,7 @@
 (exercise 07_faster_rcnn).
 
 The sample is random, so the tests check what must hold for every draw, against the counts of
-:func:`coursepkg.assignment.sample_balanced` (the same as torchvision's
+:func:`coursepkg.models.assignment.sample_balanced` (the same as torchvision's
 ``BalancedPositiveNegativeSampler``): an int64 tensor of the input's shape, exactly
 ``min(#pos, int(num_samples * positive_fraction))`` anchors kept positive and
 ``min(#neg, num_samples - kept positives)`` kept negative, each kept anchor with its own label,
@@ -17,8 +17,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coursepkg.assignment import sample_balanced
 from coursepkg.grading.expect import Case, Failure, call, expect_tensor, generator
+from coursepkg.models.assignment import sample_balanced
 
 PRODUCT = (
     "the negatives fill what the positives leave: num_samples - (positives kept), not the notes' "

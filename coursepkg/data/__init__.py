@@ -1,0 +1,82 @@
+"""The course's datasets and the detection item format.
+
+* :class:`ShapesDataset` (:mod:`.shapes`): coloured geometric shapes on cluttered backgrounds,
+  generated on the fly, sizes from 8 px to half the image.
+* :class:`DigitsDetectionDataset` (:mod:`.digits`): scikit-learn's handwritten digits scattered
+  over a canvas, with disjoint ``"train"`` and ``"test"`` digit images.
+* :class:`VOCDetection` and :class:`CocoDetection` (:mod:`.formats`): readers for real datasets in
+  the Pascal VOC and COCO annotation formats; :func:`download_voc2007` (:mod:`.download`) fetches
+  VOC 2007 for the optional exercises on real photographs.
+* :mod:`.targets`: the item format (``image [3, H, W]``, ``target = {"boxes", "labels", ...}``),
+  :func:`check_target` and :func:`collate_detection` (the label shift of softmax heads lives in
+  :mod:`coursepkg.ops.labels`).
+
+Every synthetic item is drawn from its own generator seeded from ``(seed, index)``, so the data do
+not depend on the number of DataLoader workers or the order items are read in.
+
+Chapter: book/data_and_conventions
+"""
+
+from coursepkg.data.digits import DIGIT_CLASSES, DigitsDetectionDataset, digit_split_indices
+from coursepkg.data.download import (
+    VOC2007_ARCHIVES,
+    RemoteFile,
+    download_url,
+    download_voc2007,
+    extract_archive,
+    sha256sum,
+)
+from coursepkg.data.formats import (
+    VOC_CLASSES,
+    CocoDetection,
+    VOCAnnotation,
+    VOCDetection,
+    parse_voc_xml,
+    read_image,
+)
+from coursepkg.data.shapes import (
+    DEFAULT_SHAPE_CLASSES,
+    SHAPE_CLASSES,
+    ShapesDataset,
+    shape_mask,
+)
+from coursepkg.data.synthetic import (
+    SyntheticDetection,
+    SyntheticSample,
+    cluttered_background,
+    item_generator,
+    masks_to_tight_boxes,
+)
+from coursepkg.data.targets import (
+    check_target,
+    collate_detection,
+)
+
+__all__ = [
+    "DEFAULT_SHAPE_CLASSES",
+    "DIGIT_CLASSES",
+    "SHAPE_CLASSES",
+    "VOC2007_ARCHIVES",
+    "VOC_CLASSES",
+    "CocoDetection",
+    "DigitsDetectionDataset",
+    "RemoteFile",
+    "ShapesDataset",
+    "SyntheticDetection",
+    "SyntheticSample",
+    "VOCAnnotation",
+    "VOCDetection",
+    "check_target",
+    "cluttered_background",
+    "collate_detection",
+    "digit_split_indices",
+    "download_url",
+    "download_voc2007",
+    "extract_archive",
+    "item_generator",
+    "masks_to_tight_boxes",
+    "parse_voc_xml",
+    "read_image",
+    "sha256sum",
+    "shape_mask",
+]

@@ -1,0 +1,411 @@
+"""Faster R-CNN's second stage (the Fast R-CNN head): RoI sampling, box head, loss, post-processing.
+
+The region proposal network hands over a few hundred class-agnostic boxes per image. The second
+stage turns each one into a class decision and a refined, class-specific box (Fast R-CNN §2):
+
+1. **sample** (training only): label every proposal with the class of its best ground truth if their
+   IoU is at least 0.5, else background, and keep at most 512 per image, 25 % of them foreground
+   (:func:`sample_rois`; the ground-truth boxes are added to the proposals first, like torchvision);
+2. **pool**: RoI Align cuts a fixed 7 × 7 grid of features out of the shared feature map for each
+   proposal (:func:`coursepkg.ops.roi_pool.roi_align`, called by the detector);
+3. **head**: two fully connected layers, then a softmax classifier over ``K + 1`` classes
+   (background at index 0) and one box regressor per class (:class:`FastRCNNHead`);
+4. **loss** (training): cross-entropy plus smooth-L1 on the true class's box (:func:`fastrcnn_loss`);
+5. **post-process** (inference): softmax, per-class decoding, clipping, a score threshold, removal
+   of tiny boxes, per-class NMS at 0.5 and the top 100 (:func:`postprocess_detections`).
+
+Shapes::
+
+    proposals                 [P, 4]           float xyxy, pixels (one image)
+    gt_boxes, gt_labels       [G, 4], [G]      labels in 0..K-1 (the dataset's numbering)
+    RoISample.labels          [S]              int64 in 0..K, 0 = background (softmax numbering)
+    roi_features              [R, C, 7, 7]     RoI Align output
+    class_logits              [R, K + 1]
+    box_regression            [R, 4 * (K + 1)] one (d_x, d_y, d_w, d_h) per class, background too
+    detections                boxes [D, 4], scores [D], labels [D] in 0..K-1
+
+Box deltas are encoded with weights ``(10, 10, 5, 5)`` (torchvision's default for this stage, the
+inverse of py-faster-rcnn's target standard deviations 0.1, 0.1, 0.2, 0.2).
+
+Chapter: book/07_faster_rcnn (section "The second stage: Fast R-CNN on proposals").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from coursepkg.models.assignment import match_anchors, sample_balanced
+from coursepkg.ops.box_coding import decode_boxes, encode_boxes
+from coursepkg.ops.boxes import box_iou, clip_boxes_to_image, remove_small_boxes
+from coursepkg.ops.labels import to_softmax_labels
+from coursepkg.ops.nms import batched_nms
+from coursepkg.ops.validation import check_boxes
+
+#: torchvision's ``bbox_reg_weights`` default for the second stage.
+ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+
+
+class RoISample(NamedTuple):
+    """The proposals one image contributes to a training step, with their targets.
+
+    Attributes:
+        proposals: ``[S, 4]`` float xyxy, the sampled boxes (RoI Align pools these).
+        labels: ``[S]`` int64 in ``0..K``; 0 is background (softmax numbering).
+        regression_targets: ``[S, 4]`` encoded ``(t_x, t_y, t_w, t_h)`` towards each box's matched
+            ground truth (meaningless, but finite, for background rows; the loss ignores them).
+        matched_gt: ``[S]`` int64, index of the matched ground truth (0 for an image without any).
+    """
+
+    proposals: Tensor
+    labels: Tensor
+    regression_targets: Tensor
+    matched_gt: Tensor
+
+
+class FastRCNNOutput(NamedTuple):
+    """Raw outputs of :class:`FastRCNNHead` for ``R`` RoIs.
+
+    Attributes:
+        class_logits: ``[R, K + 1]``, column 0 is background.
+        box_regression: ``[R, 4 * (K + 1)]``, columns ``4c:4c+4`` are class ``c``'s deltas.
+    """
+
+    class_logits: Tensor
+    box_regression: Tensor
+
+
+class FastRCNNLoss(NamedTuple):
+    """The two terms of the Fast R-CNN multi-task loss (Fast R-CNN Eq. (1), λ = 1).
+
+    Attributes:
+        classification: scalar, mean cross-entropy over the sampled RoIs.
+        box_regression: scalar, smooth-L1 summed over foreground RoIs divided by the number of
+            sampled RoIs (torchvision's normaliser).
+    """
+
+    classification: Tensor
+    box_regression: Tensor
+
+
+def sample_rois(
+    proposals: Tensor,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    *,
+    num_samples: int = 512,
+    positive_fraction: float = 0.25,
+    fg_iou_thresh: float = 0.5,
+    add_gt_boxes: bool = True,
+    weights: Sequence[float] = ROI_BOX_WEIGHTS,
+    generator: torch.Generator | None = None,
+) -> RoISample:
+    """Label, sample and encode the training RoIs of one image (Fast R-CNN §2.3, "Mini-batch sampling").
+
+    A proposal is foreground, with its best ground truth's class, if that IoU is at least
+    ``fg_iou_thresh``; every other proposal is background (IoU in ``[0, fg_iou_thresh)``, as in
+    torchvision; Fast R-CNN used ``[0.1, 0.5)``). Then at most ``num_samples`` are kept, at most
+    ``positive_fraction`` of them foreground, the rest background
+    (:func:`coursepkg.models.assignment.sample_balanced`). With ``add_gt_boxes`` the ground-truth boxes
+    join the proposals first (torchvision's ``add_gt_proposals``): early in training the RPN
+    proposes nothing useful and the head would otherwise see no foreground at all.
+
+    Runs under ``torch.no_grad()``: targets are constants.
+
+    Args:
+        proposals: ``[P, 4]`` float xyxy, the RPN's boxes for this image.
+        gt_boxes: ``[G, 4]`` float xyxy with positive widths and heights; ``G`` may be 0.
+        gt_labels: ``[G]`` int64 in ``0..K-1``.
+        num_samples: RoIs per image (torchvision 512; Fast R-CNN 64 per image, 128 per batch).
+        positive_fraction: largest share of foreground RoIs (0.25 in both).
+        fg_iou_thresh: IoU for foreground (0.5 in both).
+        add_gt_boxes: append ``gt_boxes`` to ``proposals`` before matching.
+        weights: box-coding weights, :data:`ROI_BOX_WEIGHTS` by default.
+        generator: random source of the sampler.
+
+    Returns:
+        :class:`RoISample`; ``S <= num_samples`` rows, foreground first.
+
+    Raises:
+        TypeError: for integer boxes or non-int64 labels.
+        ValueError: on bad shapes, mismatched lengths, a ground truth with zero width or height,
+            or thresholds outside their range.
+
+    Chapter: book/07_faster_rcnn (section "Sampling RoIs for the head").
+    """
+    check_boxes(proposals, "proposals")
+    check_boxes(gt_boxes, "gt_boxes")
+    _check_gt_labels(gt_labels, gt_boxes)
+    if not 0.0 < fg_iou_thresh <= 1.0:
+        raise ValueError(f"fg_iou_thresh must be in (0, 1], got {fg_iou_thresh}")
+    gt_wh = gt_boxes[:, 2:] - gt_boxes[:, :2]  # [G, 2]
+    if bool((gt_wh <= 0).any()):
+        row = int(torch.nonzero((gt_wh <= 0).any(dim=1))[0, 0])
+        raise ValueError(
+            f"gt_boxes must have positive width and height (log(0) has no regression target), "
+            f"row {row} is {gt_boxes[row].tolist()}"
+        )
+    with torch.no_grad():
+        gt_boxes = gt_boxes.to(proposals.dtype)
+        if add_gt_boxes:
+            proposals = torch.cat([proposals, gt_boxes])  # [P + G, 4]
+        num = proposals.shape[0]
+        if gt_boxes.shape[0] == 0:
+            # No object: every proposal is background, matched to a dummy index.
+            matched_gt = proposals.new_zeros(num, dtype=torch.int64)
+            fg_bg = proposals.new_zeros(num, dtype=torch.int64)
+        else:
+            # Equal thresholds: nothing is ignored; no low-quality matches in the second stage.
+            match = match_anchors(box_iou(gt_boxes, proposals), fg_iou_thresh, fg_iou_thresh, False)
+            matched_gt, fg_bg = match.matched_gt.clamp(min=0), match.labels
+        pos_idx, neg_idx = sample_balanced(fg_bg, num_samples, positive_fraction, generator)
+        keep = torch.cat([pos_idx, neg_idx])  # [S]
+        labels = torch.zeros(keep.shape[0], dtype=torch.int64, device=proposals.device)
+        if gt_boxes.shape[0] > 0:
+            labels[: pos_idx.shape[0]] = to_softmax_labels(gt_labels[matched_gt[pos_idx]])
+            reference = gt_boxes[matched_gt[keep]]  # [S, 4]
+        else:
+            reference = proposals[keep]  # background only: any finite target will do
+        sampled = proposals[keep]
+        targets = encode_boxes(reference, sampled, weights)  # [S, 4]
+    return RoISample(sampled, labels, targets, matched_gt[keep])
+
+
+def _check_gt_labels(gt_labels: Tensor, gt_boxes: Tensor) -> None:
+    if not isinstance(gt_labels, Tensor):
+        raise TypeError(f"gt_labels must be a torch.Tensor, got {type(gt_labels).__name__}")
+    if gt_labels.dtype != torch.int64:
+        raise TypeError(f"gt_labels must be int64 (labels 0..K-1), got {gt_labels.dtype}")
+    if gt_labels.shape != (gt_boxes.shape[0],):
+        raise ValueError(
+            f"gt_labels must be [{gt_boxes.shape[0]}] (one per box), got {list(gt_labels.shape)}"
+        )
+
+
+class FastRCNNHead(nn.Module):
+    """Two fully connected layers, then a ``K + 1``-way classifier and per-class box deltas.
+
+    The "TwoMLPHead" + "FastRCNNPredictor" of torchvision (Fast R-CNN §2: fc6, fc7, then two
+    sibling layers). The sibling layers start small (std 0.01 for the scores, 0.001 for the
+    deltas, detectron2's initialisation), so training from scratch starts from uniform class
+    probabilities and boxes equal to the proposals.
+
+    Args:
+        in_channels: channels ``C`` of the pooled features.
+        roi_size: side of the pooled grid (7).
+        representation_size: width of fc6 and fc7 (torchvision 1024).
+        num_classes: ``K``, object classes without background.
+
+    Shapes:
+        ``[R, C, roi_size, roi_size]`` -> :class:`FastRCNNOutput` with ``[R, K + 1]`` and
+        ``[R, 4 * (K + 1)]``.
+
+    Chapter: book/07_faster_rcnn (section "The second stage: Fast R-CNN on proposals").
+    """
+
+    def __init__(
+        self, in_channels: int, roi_size: int, representation_size: int, num_classes: int
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1 (background is added), got {num_classes}")
+        self.in_channels, self.roi_size = in_channels, roi_size
+        self.fc6 = nn.Linear(in_channels * roi_size * roi_size, representation_size)
+        self.fc7 = nn.Linear(representation_size, representation_size)
+        self.cls_score = nn.Linear(representation_size, num_classes + 1)
+        self.bbox_pred = nn.Linear(representation_size, 4 * (num_classes + 1))
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def forward(self, roi_features: Tensor) -> FastRCNNOutput:
+        expected = (self.in_channels, self.roi_size, self.roi_size)
+        if roi_features.dim() != 4 or tuple(roi_features.shape[1:]) != expected:
+            raise ValueError(
+                f"roi_features must be [R, {', '.join(map(str, expected))}], "
+                f"got {list(roi_features.shape)}"
+            )
+        x = roi_features.flatten(start_dim=1)  # [R, C * 7 * 7]
+        x = F.relu(self.fc6(x))  # [R, representation_size]
+        x = F.relu(self.fc7(x))
+        return FastRCNNOutput(self.cls_score(x), self.bbox_pred(x))
+
+
+def fastrcnn_loss(
+    class_logits: Tensor,
+    box_regression: Tensor,
+    labels: Tensor,
+    regression_targets: Tensor,
+    *,
+    beta: float = 1.0 / 9,
+) -> FastRCNNLoss:
+    """The Fast R-CNN multi-task loss, normalised as torchvision does (Fast R-CNN Eq. (1)).
+
+    ``L = L_cls + λ [u >= 1] L_loc`` with λ = 1:
+
+    * ``classification = mean_i CE(class_logits_i, u_i)`` over all ``N`` sampled RoIs;
+    * ``box_regression = sum_{i: u_i >= 1} smoothL1_beta(box_regression_i[u_i] - t_i) / N``: only the
+      true class's four deltas of each foreground RoI count, and the sum is divided by the number of
+      sampled RoIs ``N`` (not by the number of foreground RoIs). This is torchvision's
+      ``fastrcnn_loss`` exactly, including ``beta = 1/9`` (the paper's smooth-L1 is ``beta = 1``).
+
+    With ``N = 0`` (no RoI at all) both terms are zero, still attached to the graph, instead of
+    the NaN a mean over nothing would give.
+
+    Args:
+        class_logits: ``[N, K + 1]`` float.
+        box_regression: ``[N, 4 * (K + 1)]`` float.
+        labels: ``[N]`` int64 in ``0..K``, 0 = background.
+        regression_targets: ``[N, 4]`` float encoded targets (:func:`sample_rois`).
+        beta: smooth-L1 transition point, as in ``torch.nn.functional.smooth_l1_loss``.
+
+    Returns:
+        :class:`FastRCNNLoss` of two scalars.
+
+    Raises:
+        TypeError: if ``labels`` is not int64.
+        ValueError: on inconsistent shapes or labels outside ``0..K``.
+
+    Chapter: book/07_faster_rcnn (section "The Fast R-CNN loss").
+    """
+    if class_logits.dim() != 2 or class_logits.shape[1] < 2:
+        raise ValueError(f"class_logits must be [N, K + 1] with K >= 1, got {list(class_logits.shape)}")
+    num, num_classes = class_logits.shape
+    if box_regression.shape != (num, 4 * num_classes):
+        raise ValueError(
+            f"box_regression must be [{num}, {4 * num_classes}], got {list(box_regression.shape)}"
+        )
+    if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
+        raise TypeError(f"labels must be an int64 tensor, got {getattr(labels, 'dtype', type(labels))}")
+    if labels.shape != (num,):
+        raise ValueError(f"labels must be [{num}], got {list(labels.shape)}")
+    if regression_targets.shape != (num, 4):
+        raise ValueError(f"regression_targets must be [{num}, 4], got {list(regression_targets.shape)}")
+    if num == 0:
+        zero = class_logits.sum() + box_regression.sum()  # 0, but keeps the graph connected
+        return FastRCNNLoss(zero, zero)
+    if bool(((labels < 0) | (labels >= num_classes)).any()):
+        raise ValueError(f"labels must be in 0..{num_classes - 1} (0 = background)")
+
+    classification = F.cross_entropy(class_logits, labels)
+    fg = torch.nonzero(labels > 0).flatten()  # [F]
+    deltas = box_regression.reshape(num, num_classes, 4)[fg, labels[fg]]  # [F, 4]: true class only
+    box_sum = F.smooth_l1_loss(deltas, regression_targets[fg], beta=beta, reduction="sum")
+    # torchvision's normaliser: all sampled RoIs, foreground and background.
+    return FastRCNNLoss(classification, box_sum / num)
+
+
+def postprocess_detections(
+    class_logits: Tensor,
+    box_regression: Tensor,
+    proposals: Tensor,
+    image_size: Sequence[int],
+    *,
+    score_thresh: float = 0.05,
+    nms_thresh: float = 0.5,
+    detections_per_img: int = 100,
+    min_size: float = 1e-2,
+    weights: Sequence[float] = ROI_BOX_WEIGHTS,
+) -> dict[str, Tensor]:
+    """Turn the head's outputs for one image into final detections (torchvision's defaults).
+
+    For every proposal and every object class ``c`` (background dropped): score
+    ``softmax(class_logits)[c]``, box ``decode(box_regression[c], proposal)`` clipped to the image.
+    Candidates scoring at most ``score_thresh`` or with a side below ``min_size`` go, NMS runs per
+    class at ``nms_thresh`` (:func:`coursepkg.ops.nms.batched_nms`), and the best
+    ``detections_per_img`` remain. One proposal may thus yield boxes of several classes.
+    Same result as torchvision's ``RoIHeads.postprocess_detections``, with labels shifted back to
+    ``0..K-1``.
+
+    Args:
+        class_logits: ``[R, K + 1]`` float.
+        box_regression: ``[R, 4 * (K + 1)]`` float.
+        proposals: ``[R, 4]`` float xyxy, the boxes the features were pooled from.
+        image_size: ``(height, width)`` for clipping.
+        score_thresh: keep scores strictly above this (0.05).
+        nms_thresh: per-class NMS IoU threshold (0.5).
+        detections_per_img: at most this many detections (100).
+        min_size: smallest side in pixels after clipping (torchvision's 1e-2).
+        weights: box-coding weights used in training.
+
+    Returns:
+        ``{"boxes": [D, 4], "scores": [D], "labels": [D] int64 in 0..K-1}``, scores decreasing.
+
+    Raises:
+        ValueError: on inconsistent shapes.
+
+    Chapter: book/07_faster_rcnn (section "From scores to detections").
+    """
+    check_boxes(proposals, "proposals")
+    num = proposals.shape[0]
+    if class_logits.dim() != 2 or class_logits.shape[0] != num or class_logits.shape[1] < 2:
+        raise ValueError(f"class_logits must be [{num}, K + 1] with K >= 1, got {list(class_logits.shape)}")
+    num_classes = class_logits.shape[1]
+    if box_regression.shape != (num, 4 * num_classes):
+        raise ValueError(
+            f"box_regression must be [{num}, {4 * num_classes}], got {list(box_regression.shape)}"
+        )
+    if detections_per_img < 0:
+        raise ValueError(f"detections_per_img must be >= 0, got {detections_per_img}")
+
+    scores = F.softmax(class_logits, dim=-1)[:, 1:]  # [R, K], background dropped
+    boxes = decode_boxes(box_regression, proposals, weights).reshape(num, num_classes, 4)
+    boxes = clip_boxes_to_image(boxes[:, 1:].reshape(-1, 4), image_size)  # [R * K, 4]
+    labels = torch.arange(num_classes - 1, device=scores.device).repeat(num)  # [R * K]: 0..K-1
+    scores = scores.reshape(-1)  # [R * K], row-major like boxes and labels
+
+    keep = torch.nonzero(scores > score_thresh).flatten()
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    keep = remove_small_boxes(boxes, min_size)
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]  # scores decreasing
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def postprocess_batch(
+    class_logits: Tensor,
+    box_regression: Tensor,
+    proposals: Sequence[Tensor],
+    image_size: Sequence[int],
+    **settings: object,
+) -> list[dict[str, Tensor]]:
+    """:func:`postprocess_detections` for a batch whose RoIs are all images' proposals in a row.
+
+    The head runs once on the concatenated RoIs of a batch; this splits its outputs back per image
+    (image ``i`` owns the next ``len(proposals[i])`` rows) and post-processes each image in float32,
+    also when the head ran under mixed precision.
+
+    Args:
+        class_logits: ``[R, K + 1]`` with ``R = sum(len(p) for p in proposals)``.
+        box_regression: ``[R, 4 * (K + 1)]``.
+        proposals: per image ``[P_i, 4]`` float xyxy.
+        image_size: ``(height, width)`` shared by the batch.
+        **settings: keyword arguments of :func:`postprocess_detections` (``score_thresh``,
+            ``nms_thresh``, ``detections_per_img``, ``min_size``, ``weights``).
+
+    Returns:
+        One detections dict per image, as :func:`postprocess_detections` returns.
+
+    Raises:
+        ValueError: if the head's rows do not add up to the proposals.
+    """
+    counts = [p.shape[0] for p in proposals]
+    if class_logits.shape[0] != sum(counts) or box_regression.shape[0] != sum(counts):
+        raise ValueError(
+            f"the head returned {class_logits.shape[0]} class rows and {box_regression.shape[0]} "
+            f"box rows for {sum(counts)} proposals ({counts} per image)"
+        )
+    return [
+        postprocess_detections(logits, deltas, boxes, image_size, **settings)
+        for logits, deltas, boxes in zip(
+            class_logits.float().split(counts),
+            box_regression.float().split(counts),
+            proposals,
+            strict=True,
+        )
+    ]

@@ -1,0 +1,406 @@
+"""The region proposal network (RPN) of Faster R-CNN: head, loss and proposals.
+
+The RPN slides a small network over the backbone's feature map (Faster R-CNN §3.1). At every
+location a 3×3 convolution and ReLU feed two sibling 1×1 convolutions: one scores each of the A
+anchors there for "object vs background", the other predicts A box deltas
+``(d_x, d_y, d_w, d_h)`` relative to the anchors (:mod:`coursepkg.ops.box_coding`).
+
+Objectness comes as **one logit per anchor** with a sigmoid and binary cross-entropy, as in
+torchvision. The paper and the lecture notes use **two scores per anchor** (object, background)
+with a softmax and cross-entropy; the two are the same model: ``softmax(s_bg, s_obj)[obj] =
+sigmoid(s_obj - s_bg)``, so a 2A-channel head carries one redundant channel per anchor.
+
+Three normalisations of the RPN loss are in use, all available in :func:`rpn_loss`:
+
+==============  ================================  =====================================  ====  =====
+mode            objectness term                   box term                               λ     β
+==============  ================================  =====================================  ====  =====
+``paper``       Σ BCE over sampled / N_cls        Σ smooth-L1 over positives / N_reg     10    1
+``notes``       mean BCE over sampled             Σ smooth-L1 over positives / #pos      10    1
+``torchvision`` mean BCE over sampled             Σ smooth-L1 over positives / #sampled  1     1/9
+==============  ================================  =====================================  ====  =====
+
+(Faster R-CNN eq. 1: ``L = (1/N_cls) Σ L_cls + λ (1/N_reg) Σ p* L_reg`` with N_cls = 256, the
+mini-batch, and N_reg ≈ 2,400, the number of anchor *locations*. β is smooth-L1's ``beta``, as in
+``torch.nn.functional.smooth_l1_loss``; β = 1/9 is py-faster-rcnn's σ = 3.)
+
+Shapes (one feature map of H × W locations, A anchors per location, N images)::
+
+    features                       [N, C, H, W]
+    RPNHead(...).objectness        [N, A, H, W]       logits
+    RPNHead(...).deltas            [N, 4 * A, H, W]   channel 4a + j is delta j of anchor a
+    flatten_predictions(...)       [N, H * W * A], [N, H * W * A, 4]
+                                   in the order of coursepkg.models.anchors.generate_anchors
+    generate_proposals(...)        boxes [R, 4], scores [R]   (one image)
+
+Chapter: book/07_faster_rcnn (section "The region proposal network").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from coursepkg.models.assignment import match_anchors, sample_balanced
+from coursepkg.ops.box_coding import decode_boxes, encode_boxes
+from coursepkg.ops.boxes import box_iou, clip_boxes_to_image, remove_small_boxes
+from coursepkg.ops.nms import nms
+from coursepkg.ops.validation import check_boxes, check_image_size
+
+NORMALIZATIONS = ("paper", "notes", "torchvision")
+# λ and smooth-L1 β of each normalisation (see the module docstring).
+_DEFAULTS = {"paper": (10.0, 1.0), "notes": (10.0, 1.0), "torchvision": (1.0, 1.0 / 9.0)}
+
+
+class RPNHeadOutput(NamedTuple):
+    """Raw outputs of :class:`RPNHead`."""
+
+    objectness: Tensor
+    """[N, A, H, W] objectness logits (sigmoid gives the probability of an object)."""
+    deltas: Tensor
+    """[N, 4 * A, H, W] box deltas; channel ``4 a + j`` is delta ``j`` of anchor ``a``."""
+
+
+class RPNHead(nn.Module):
+    """3×3 conv + ReLU, then a 1×1 conv for A objectness logits and a 1×1 conv for 4A deltas.
+
+    Faster R-CNN §3.1 (with a single sigmoid logit per anchor instead of the paper's two softmax
+    scores, see the module docstring). Weights start from N(0, 0.01²) and biases at 0, as in the
+    paper (§3.1.3) and torchvision's ``RPNHead``, whose parameters and outputs this matches.
+
+    Args:
+        in_channels: channels of the feature map (512 for VGG-16 conv5, 256 with an FPN).
+        num_anchors: anchors per location, A (9 in the paper).
+
+    Chapter: book/07_faster_rcnn (section "The region proposal network").
+    """
+
+    def __init__(self, in_channels: int, num_anchors: int) -> None:
+        super().__init__()
+        if in_channels <= 0 or num_anchors <= 0:
+            raise ValueError(
+                f"in_channels and num_anchors must be positive, got {in_channels} and {num_anchors}"
+            )
+        self.conv = nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1)
+        self.cls_logits = nn.Conv2d(in_channels, num_anchors, kernel_size=1)
+        self.bbox_pred = nn.Conv2d(in_channels, 4 * num_anchors, kernel_size=1)
+        for layer in (self.conv, self.cls_logits, self.bbox_pred):
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, features: Tensor) -> RPNHeadOutput:
+        """[N, C, H, W] features -> objectness [N, A, H, W] and deltas [N, 4A, H, W]."""
+        if features.dim() != 4 or features.shape[1] != self.conv.in_channels:
+            raise ValueError(
+                f"features must be [N, {self.conv.in_channels}, H, W], got {list(features.shape)}"
+            )
+        hidden = F.relu(self.conv(features))
+        return RPNHeadOutput(self.cls_logits(hidden), self.bbox_pred(hidden))
+
+
+def flatten_predictions(objectness: Tensor, deltas: Tensor) -> tuple[Tensor, Tensor]:
+    """Reorder the head's maps to one row per anchor, in :func:`generate_anchors` order.
+
+    Args:
+        objectness: [N, A, H, W] logits.
+        deltas: [N, 4 * A, H, W] deltas.
+
+    Returns:
+        ``(objectness [N, H * W * A], deltas [N, H * W * A, 4])``: row ``(i * W + j) * A + a`` is
+        anchor ``a`` at location ``(i, j)``, like :func:`coursepkg.models.anchors.generate_anchors`.
+
+    Raises:
+        ValueError: if the shapes do not fit together.
+
+    Chapter: book/07_faster_rcnn (section "The region proposal network").
+    """
+    if objectness.dim() != 4 or deltas.dim() != 4:
+        raise ValueError(
+            f"objectness and deltas must be [N, A, H, W] and [N, 4A, H, W], "
+            f"got {list(objectness.shape)} and {list(deltas.shape)}"
+        )
+    n, a, h, w = objectness.shape
+    if deltas.shape != (n, 4 * a, h, w):
+        raise ValueError(f"deltas must be [{n}, {4 * a}, {h}, {w}], got {list(deltas.shape)}")
+    flat_objectness = objectness.permute(0, 2, 3, 1).reshape(n, -1)  # [N, H, W, A] -> [N, HWA]
+    flat_deltas = (
+        deltas.reshape(n, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4)
+    )  # [N, HWA, 4]
+    return flat_objectness, flat_deltas
+
+
+class RPNLoss(NamedTuple):
+    """Result of :func:`rpn_loss` (scalars)."""
+
+    objectness: Tensor
+    """Normalised classification term."""
+    box: Tensor
+    """Normalised box-regression term, before λ."""
+    total: Tensor
+    """``objectness + λ * box``."""
+
+
+def rpn_loss(
+    objectness: Tensor,
+    deltas: Tensor,
+    labels: Tensor,
+    target_deltas: Tensor,
+    *,
+    normalization: str = "torchvision",
+    lambda_: float | None = None,
+    beta: float | None = None,
+    num_locations: int | None = None,
+) -> RPNLoss:
+    """The RPN loss (Faster R-CNN eq. 1) under one of three normalisations.
+
+    Objectness: binary cross-entropy with logits over the sampled anchors (``labels`` 0 or 1).
+    Boxes: smooth-L1 (``beta``) between ``deltas`` and ``target_deltas`` summed over the positive
+    anchors (``p* = 1``). The normalisers per ``normalization``:
+
+    * ``"paper"``: objectness sum / N_cls (the number of sampled anchors, 256 in the paper); box
+      sum / N_reg = ``num_locations`` (anchor locations, H × W ≈ 2,400); λ = 10, β = 1.
+    * ``"notes"``: objectness mean over sampled (the notes' ``cross_entropy(..., ignore_index=-1)``);
+      box sum / number of positives; λ = 10, β = 1.
+    * ``"torchvision"``: objectness mean over sampled; box sum / number of sampled anchors, exactly
+      ``RegionProposalNetwork.compute_loss``; λ = 1 (the two terms are added), β = 1/9.
+
+    Empty sets give 0, never NaN (each normaliser is at least 1).
+
+    Args:
+        objectness: [M] logits, all anchors of the batch concatenated.
+        deltas: [M, 4] predicted deltas.
+        labels: [M] after sampling: 1 sampled positive, 0 sampled negative, -1 not in the loss.
+        target_deltas: [M, 4] regression targets (only rows with label 1 are read).
+        normalization: ``"paper"``, ``"notes"`` or ``"torchvision"``.
+        lambda_: weight of the box term; None takes the mode's value.
+        beta: smooth-L1 ``beta``; None takes the mode's value.
+        num_locations: N_reg for ``"paper"`` (required there, ignored otherwise).
+
+    Returns:
+        ``RPNLoss(objectness, box, total)`` scalars; ``total = objectness + lambda_ * box``.
+
+    Raises:
+        ValueError: on unknown ``normalization``, mismatched shapes, labels outside {-1, 0, 1},
+            a missing or non-positive ``num_locations`` in paper mode, or negative λ / β.
+        TypeError: if a float input is not floating point.
+
+    Chapter: book/07_faster_rcnn (section "The RPN loss").
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    default_lambda, default_beta = _DEFAULTS[normalization]
+    lambda_ = default_lambda if lambda_ is None else float(lambda_)
+    beta = default_beta if beta is None else float(beta)
+    if lambda_ < 0 or beta < 0:
+        raise ValueError(f"lambda_ and beta must be >= 0, got {lambda_} and {beta}")
+    _check_loss_inputs(objectness, deltas, labels, target_deltas)
+    if normalization == "paper" and (num_locations is None or num_locations <= 0):
+        raise ValueError(
+            f"normalization='paper' needs num_locations > 0 (N_reg), got {num_locations}"
+        )
+
+    sampled = labels >= 0
+    positive = labels == 1
+    num_sampled = int(sampled.sum())
+    num_positive = int(positive.sum())
+    cls_sum = F.binary_cross_entropy_with_logits(
+        objectness[sampled], labels[sampled].to(objectness.dtype), reduction="sum"
+    )
+    box_sum = F.smooth_l1_loss(
+        deltas[positive], target_deltas[positive], beta=beta, reduction="sum"
+    )
+    # Eq. 1's normalisers: N_cls for the objectness term, N_reg for the box term.
+    n_cls = max(num_sampled, 1)
+    n_reg = {
+        "paper": num_locations,  # anchor locations, ~2,400 for a 1000 x 600 image
+        "notes": max(num_positive, 1),  # the notes' N_reg = (gt_rpn_score > 0).sum()
+        "torchvision": max(num_sampled, 1),
+    }[normalization]
+    cls_term, box_term = cls_sum / n_cls, box_sum / n_reg
+    return RPNLoss(cls_term, box_term, cls_term + lambda_ * box_term)
+
+
+def _check_loss_inputs(
+    objectness: Tensor, deltas: Tensor, labels: Tensor, target_deltas: Tensor
+) -> None:
+    for name, t in (
+        ("objectness", objectness),
+        ("deltas", deltas),
+        ("target_deltas", target_deltas),
+    ):
+        if not isinstance(t, Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {_shape(t)}")
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if objectness.dim() != 1:
+        raise ValueError(f"objectness must be [M], got {list(objectness.shape)}")
+    m = objectness.shape[0]
+    for name, t, shape in (
+        ("deltas", deltas, (m, 4)),
+        ("labels", labels, (m,)),
+        ("target_deltas", target_deltas, (m, 4)),
+    ):
+        if tuple(t.shape) != shape:
+            raise ValueError(
+                f"{name} must be {list(shape)} for M = {m} anchors, got {list(t.shape)}"
+            )
+    if not ((labels == 1) | (labels == 0) | (labels == -1)).all():
+        raise ValueError("labels must only contain 1 (positive), 0 (negative) and -1 (not sampled)")
+
+
+class Proposals(NamedTuple):
+    """Result of :func:`generate_proposals` (one image)."""
+
+    boxes: Tensor
+    """[R, 4] float xyxy proposals, clipped to the image, by decreasing score."""
+    scores: Tensor
+    """[R] objectness probabilities (sigmoid of the logits)."""
+
+
+def generate_proposals(
+    objectness: Tensor,
+    deltas: Tensor,
+    anchors: Tensor,
+    image_size: Sequence[int],
+    pre_nms_top_n: int,
+    post_nms_top_n: int,
+    nms_thresh: float = 0.7,
+    min_size: float = 1e-3,
+    score_thresh: float = 0.0,
+) -> Proposals:
+    """Turn the RPN's outputs for one image into proposals (Faster R-CNN §3.3).
+
+    Steps, as torchvision's ``RegionProposalNetwork.filter_proposals`` for one feature level:
+    keep the ``pre_nms_top_n`` anchors with the highest logits; decode their deltas
+    (:func:`coursepkg.ops.box_coding.decode_boxes`, weights 1); sigmoid the logits; clip the boxes
+    to the image; drop boxes with a side below ``min_size``; drop scores below ``score_thresh``;
+    NMS at ``nms_thresh`` (:func:`coursepkg.ops.nms.nms`); keep the best ``post_nms_top_n``.
+    The paper uses 12,000 / 2,000 while training and 6,000 / 300 at test time; torchvision's
+    defaults are 2,000 / 2,000 and 1,000 / 1,000. No gradient flows through proposals.
+
+    Args:
+        objectness: [A] logits of all anchors of the image.
+        deltas: [A, 4] predicted deltas.
+        anchors: [A, 4] float xyxy anchors, same order (see :func:`flatten_predictions`).
+        image_size: ``(height, width)`` of the image in pixels.
+        pre_nms_top_n: anchors kept before NMS.
+        post_nms_top_n: proposals kept after NMS.
+        nms_thresh: NMS IoU threshold (0.7 in the paper).
+        min_size: smallest allowed box side in pixels.
+        score_thresh: smallest allowed objectness probability (kept if ``>=``).
+
+    Returns:
+        ``Proposals(boxes [R, 4], scores [R])`` with ``R <= post_nms_top_n``, by decreasing score.
+
+    Raises:
+        TypeError, ValueError: on mismatched shapes, invalid anchors or image size, non-positive
+            top-n values or thresholds outside their ranges.
+
+    Chapter: book/07_faster_rcnn (section "From anchors to proposals").
+    """
+    check_boxes(anchors, "anchors")
+    image_size = check_image_size(image_size)
+    num = anchors.shape[0]
+    for name, t, shape in (("objectness", objectness, (num,)), ("deltas", deltas, (num, 4))):
+        if not isinstance(t, Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {_shape(t)}")
+        if tuple(t.shape) != shape:
+            raise ValueError(
+                f"{name} must be {list(shape)} for A = {num} anchors, got {list(t.shape)}"
+            )
+    for name, value in (("pre_nms_top_n", pre_nms_top_n), ("post_nms_top_n", post_nms_top_n)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not 0.0 <= nms_thresh <= 1.0:
+        raise ValueError(f"nms_thresh must be in [0, 1], got {nms_thresh}")
+    if not (math.isfinite(min_size) and min_size >= 0):
+        raise ValueError(f"min_size must be a finite number >= 0, got {min_size}")
+
+    with torch.no_grad():
+        top = objectness.topk(min(pre_nms_top_n, num)).indices  # [k] by decreasing logit
+        boxes = decode_boxes(deltas[top], anchors[top].to(deltas.dtype))  # [k, 4]
+        scores = torch.sigmoid(objectness[top])  # [k]
+        boxes = clip_boxes_to_image(boxes, image_size)
+        keep = remove_small_boxes(boxes, min_size)
+        boxes, scores = boxes[keep], scores[keep]
+        keep = torch.nonzero(scores >= score_thresh).flatten()
+        boxes, scores = boxes[keep], scores[keep]
+        keep = nms(boxes, scores, nms_thresh)[:post_nms_top_n]
+    return Proposals(boxes[keep], scores[keep])
+
+
+def _shape(t: object) -> str:
+    """How an argument looks, for error messages: its shape and dtype, or its type."""
+    return f"{list(t.shape)} {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
+
+
+class RPNTargets(NamedTuple):
+    """What the RPN is trained towards in one image (see :func:`assign_rpn_targets`).
+
+    Attributes:
+        labels: ``[N]`` int64 per anchor after sampling: 1 sampled positive, 0 sampled negative,
+            -1 left out of the loss (ignored by the matcher or not drawn by the sampler).
+        target_deltas: ``[N, 4]`` encoded ``(t_x, t_y, t_w, t_h)`` towards the matched ground
+            truth for the positives, 0 elsewhere.
+    """
+
+    labels: Tensor
+    target_deltas: Tensor
+
+
+def assign_rpn_targets(
+    anchors: Tensor,
+    gt_boxes: Tensor,
+    *,
+    fg_iou_thresh: float = 0.7,
+    bg_iou_thresh: float = 0.3,
+    num_samples: int = 256,
+    positive_fraction: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> RPNTargets:
+    """Label, sample and encode the anchors of one image for the RPN loss (Faster R-CNN §3.1.2).
+
+    1. Match (:func:`coursepkg.models.assignment.match_anchors`): positive at IoU >= ``fg_iou_thresh``
+       with some ground truth or if the anchor is a ground truth's best one, negative below
+       ``bg_iou_thresh``, ignored in between. An image without objects has only negatives.
+    2. Sample (:func:`coursepkg.models.assignment.sample_balanced`): ``num_samples`` anchors, at most
+       ``positive_fraction`` of them positive; the rest get label -1.
+    3. Encode (:func:`coursepkg.ops.box_coding.encode_boxes`, weights 1) the positives' ground truths.
+
+    Every anchor takes part, also those crossing the image border (torchvision; the paper ignores
+    cross-boundary anchors during training). Runs under ``torch.no_grad()``.
+
+    Args:
+        anchors: ``[N, 4]`` float xyxy.
+        gt_boxes: ``[G, 4]`` float xyxy, ``G`` may be 0.
+        fg_iou_thresh, bg_iou_thresh: the matcher's thresholds (0.7 and 0.3 in the paper).
+        num_samples: anchors per image in the loss (256).
+        positive_fraction: largest share of positives (0.5).
+        generator: random source of the sampler.
+
+    Returns:
+        :class:`RPNTargets` with ``[N]`` labels and ``[N, 4]`` target deltas.
+
+    Raises:
+        TypeError, ValueError: for malformed boxes or thresholds (from the functions above).
+
+    Chapter: book/07_faster_rcnn (section "Which anchors are positive").
+    """
+    check_boxes(anchors, "anchors")
+    check_boxes(gt_boxes, "gt_boxes")
+    with torch.no_grad():
+        gt_boxes = gt_boxes.to(anchors.dtype)
+        match = match_anchors(box_iou(gt_boxes, anchors), fg_iou_thresh, bg_iou_thresh, True)
+        pos_idx, neg_idx = sample_balanced(match.labels, num_samples, positive_fraction, generator)
+        labels = torch.full_like(match.labels, -1)
+        labels[pos_idx] = 1
+        labels[neg_idx] = 0
+        target_deltas = anchors.new_zeros(anchors.shape)  # [N, 4]
+        if pos_idx.numel() > 0:
+            target_deltas[pos_idx] = encode_boxes(gt_boxes[match.matched_gt[pos_idx]], anchors[pos_idx])
+    return RPNTargets(labels, target_deltas)

@@ -1,0 +1,311 @@
+"""Bounding boxes: formats, areas, IoU, clipping (their validation is in :mod:`coursepkg.ops.validation`).
+
+Shapes used in this module:
+
+* ``boxes``: ``[N, 4]`` floating-point ``(x1, y1, x2, y2)`` in absolute pixels, continuous
+  coordinates (width ``x2 - x1``; an image of width ``W`` spans ``[0, W]``). Zero-area boxes are
+  legal, ``x2 < x1`` or ``y2 < y1`` is an error.
+* ``image_size``: ``(height, width)``, everywhere except :func:`convert_to_absolute_values`, which
+  reproduces the lecture notes' function and keeps its ``(width, height)`` order.
+
+The notes' pixel-inclusive convention (every width and height gets ``+ 1``, the PASCAL VOC devkit
+habit) is available behind the keyword-only flag ``legacy_plus_one=False``; the rest of the
+course uses continuous coordinates, like torchvision, detectron2 and the COCO tools.
+
+Chapter: book/02_boxes_iou
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from coursepkg.ops.validation import as_int, check_boxes, check_image_size
+
+BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
+
+
+def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
+    """Convert boxes between the ``"xyxy"``, ``"xywh"`` and ``"cxcywh"`` formats.
+
+    ``xyxy`` is ``(x1, y1, x2, y2)``; ``xywh`` is ``(x1, y1, w, h)`` (COCO annotations);
+    ``cxcywh`` is ``(cx, cy, w, h)`` (DETR, and YOLO's format before dividing by the image size).
+    The names are torchvision's.
+
+    Args:
+        boxes: ``[N, 4]`` floating-point tensor in ``in_fmt``.
+        in_fmt: format of ``boxes``.
+        out_fmt: format of the result.
+
+    Returns:
+        ``[N, 4]`` tensor in ``out_fmt``, same dtype and device (a new tensor even if the formats
+        are equal).
+
+    Raises:
+        ValueError: for an unknown format name, a bad shape, NaN/inf, ``x2 < x1`` (xyxy input)
+            or a negative width or height (xywh, cxcywh input).
+        TypeError: for a non-tensor or integer input.
+
+    Chapter: book/02_boxes_iou
+    """
+    for arg, fmt in (("in_fmt", in_fmt), ("out_fmt", out_fmt)):
+        if fmt not in BOX_FORMATS:
+            raise ValueError(f"{arg} must be one of {', '.join(BOX_FORMATS)}; got {fmt!r}")
+    if in_fmt == "xyxy":
+        check_boxes(boxes)
+    else:
+        check_boxes(boxes, fmt=in_fmt)
+    if in_fmt == out_fmt:
+        return boxes.clone()
+    a, b, c, d = boxes.unbind(dim=1)  # four [N] columns
+    if in_fmt == "xyxy":
+        x1, y1, x2, y2 = a, b, c, d
+    elif in_fmt == "xywh":
+        x1, y1, x2, y2 = a, b, a + c, b + d
+    else:  # cxcywh
+        x1, y1, x2, y2 = a - 0.5 * c, b - 0.5 * d, a + 0.5 * c, b + 0.5 * d
+    if out_fmt == "xyxy":
+        out = (x1, y1, x2, y2)
+    elif out_fmt == "xywh":
+        out = (x1, y1, x2 - x1, y2 - y1)
+    else:  # cxcywh
+        out = ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)
+    return torch.stack(out, dim=1)  # [N, 4]
+
+
+def yolo_to_xyxy(boxes: Tensor, image_size: Sequence[int]) -> Tensor:
+    """Convert YOLO's relative ``(cx, cy, w, h)`` (fractions of the image) to absolute xyxy.
+
+    ``x1 = (cx - w / 2) * W``, ``x2 = (cx + w / 2) * W`` and likewise for ``y`` with ``H``; no
+    rounding and no clipping (see :func:`clip_boxes_to_image`). The notes' integer version is
+    :func:`convert_to_absolute_values`.
+
+    Args:
+        boxes: ``[N, 4]`` floating-point tensor of relative ``(cx, cy, w, h)``.
+        image_size: ``(height, width)`` in pixels.
+
+    Returns:
+        ``[N, 4]`` xyxy boxes in pixels, same dtype and device.
+
+    Chapter: book/02_boxes_iou
+    """
+    height, width = check_image_size(image_size)
+    xyxy_rel = box_convert(boxes, "cxcywh", "xyxy")  # validates boxes; [N, 4]
+    return xyxy_rel * xyxy_rel.new_tensor([width, height, width, height])
+
+
+def xyxy_to_yolo(boxes: Tensor, image_size: Sequence[int]) -> Tensor:
+    """Inverse of :func:`yolo_to_xyxy`: absolute xyxy to relative ``(cx, cy, w, h)``.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy boxes in pixels.
+        image_size: ``(height, width)`` in pixels.
+
+    Returns:
+        ``[N, 4]`` relative ``(cx, cy, w, h)``, same dtype and device.
+
+    Chapter: book/02_boxes_iou
+    """
+    height, width = check_image_size(image_size)
+    check_boxes(boxes)
+    scale = boxes.new_tensor([width, height, width, height])
+    return box_convert(boxes, "xyxy", "cxcywh") / scale
+
+
+def convert_to_absolute_values(
+    size: Sequence[int], box: Sequence[float]
+) -> tuple[int, int, int, int]:
+    """The lecture notes' ``convertToAbsoluteValues`` (from Padilla et al.'s metrics code), exactly.
+
+    Converts one relative YOLO box ``(cx, cy, w, h)`` to integer pixel corners::
+
+        x_in  = round((2 * cx - w) * W / 2)      x_end = x_in + round(w * W)
+        y_in  = round((2 * cy - h) * H / 2)      y_end = y_in + round(h * H)
+
+    then clips ``x_in, y_in`` at 0 and ``x_end, y_end`` at ``W - 1, H - 1``: the last pixel's index
+    in the pixel-inclusive convention, so the result is a "+1" box (see ``legacy_plus_one``).
+    ``round`` is Python's, which rounds halves to even (``round(0.5) == 0``, ``round(1.5) == 2``).
+
+    ``size`` is ``(width, height)``: this is the one place in the course where the order is
+    width first, because the notes (and PIL's ``Image.size``) pass it that way. Everywhere else,
+    ``image_size`` is ``(height, width)``.
+
+    Example from the notes: ``convert_to_absolute_values((640, 480),
+    (0.572656, 0.523958, 0.698438, 0.589583)) == (143, 110, 590, 393)``.
+
+    Args:
+        size: ``(width, height)`` in pixels, positive integers.
+        box: relative ``(cx, cy, w, h)``, four finite numbers.
+
+    Returns:
+        ``(x_in, y_in, x_end, y_end)`` as Python ints.
+
+    Raises:
+        TypeError, ValueError: for a malformed ``size`` or ``box``.
+
+    Chapter: book/02_boxes_iou
+    """
+    try:
+        width, height = size
+    except (TypeError, ValueError):
+        raise TypeError(f"size must be a (width, height) pair, got {size!r}") from None
+    width, height = as_int(width, "size", size), as_int(height, "size", size)
+    if width <= 0 or height <= 0:
+        raise ValueError(f"size must be positive (width, height), got {(width, height)}")
+    if len(box) != 4:
+        raise ValueError(f"box must have 4 values (cx, cy, w, h), got {len(box)}")
+    cx, cy, w, h = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (cx, cy, w, h)):
+        raise ValueError(f"box must be finite, got {tuple(box)}")
+    x_in = round((2 * cx - w) * width / 2)
+    y_in = round((2 * cy - h) * height / 2)
+    x_end = x_in + round(w * width)
+    y_end = y_in + round(h * height)
+    x_in, y_in = max(x_in, 0), max(y_in, 0)
+    x_end, y_end = min(x_end, width - 1), min(y_end, height - 1)
+    return x_in, y_in, x_end, y_end
+
+
+def box_area(boxes: Tensor, *, legacy_plus_one: bool = False) -> Tensor:
+    """Area of each box: ``(x2 - x1) * (y2 - y1)``, or ``(x2 - x1 + 1) * (y2 - y1 + 1)``.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy boxes.
+        legacy_plus_one: use the notes' pixel-inclusive convention (a box from column 100 to
+            column 200 covers 101 pixels).
+
+    Returns:
+        ``[N]`` areas, same dtype and device as ``boxes``.
+
+    Chapter: book/02_boxes_iou
+    """
+    check_boxes(boxes)
+    one = 1.0 if legacy_plus_one else 0.0
+    return (boxes[:, 2] - boxes[:, 0] + one) * (boxes[:, 3] - boxes[:, 1] + one)
+
+
+def _check_pair(boxes1: Tensor, boxes2: Tensor) -> None:
+    check_boxes(boxes1, "boxes1")
+    check_boxes(boxes2, "boxes2")
+    if boxes1.dtype != boxes2.dtype:
+        raise TypeError(
+            f"boxes1 and boxes2 must have the same dtype, got {boxes1.dtype} and {boxes2.dtype}"
+        )
+    if boxes1.device != boxes2.device:
+        raise ValueError(
+            f"boxes1 and boxes2 must be on the same device, got {boxes1.device} and {boxes2.device}"
+        )
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor, *, legacy_plus_one: bool = False) -> Tensor:
+    """Pairwise intersection over union of two sets of boxes.
+
+    ``IoU(A, B) = |A ∩ B| / (|A| + |B| - |A ∩ B|)``. With continuous coordinates
+    (the default) this equals ``torchvision.ops.box_iou``, except that the IoU of two zero-area
+    boxes is 0 instead of NaN (their union is empty).
+
+    Args:
+        boxes1: ``[N, 4]`` xyxy boxes.
+        boxes2: ``[M, 4]`` xyxy boxes, same dtype and device.
+        legacy_plus_one: the notes' pixel-inclusive convention: ``+ 1`` on every width and
+            height, so boxes that only touch get a small positive IoU.
+
+    Returns:
+        ``[N, M]`` IoU values in ``[0, 1]``, same dtype and device as the boxes.
+
+    Chapter: book/02_boxes_iou
+    """
+    _check_pair(boxes1, boxes2)
+    one = 1.0 if legacy_plus_one else 0.0
+    area1 = (boxes1[:, 2] - boxes1[:, 0] + one) * (boxes1[:, 3] - boxes1[:, 1] + one)  # [N]
+    area2 = (boxes2[:, 2] - boxes2[:, 0] + one) * (boxes2[:, 3] - boxes2[:, 1] + one)  # [M]
+    # Width and height of every intersection, one [N, M] tensor each (columns broadcast). The
+    # in-place ops (sub_, clamp_, ...) only save memory traffic; autograd handles them.
+    b1, b2 = boxes1[:, None, :], boxes2[None, :, :]  # [N, 1, 4], [1, M, 4]
+    inter_w = torch.minimum(b1[..., 2], b2[..., 2]).sub_(torch.maximum(b1[..., 0], b2[..., 0]))
+    inter_h = torch.minimum(b1[..., 3], b2[..., 3]).sub_(torch.maximum(b1[..., 1], b2[..., 1]))
+    if legacy_plus_one:
+        inter_w, inter_h = inter_w.add_(1), inter_h.add_(1)
+    inter = inter_w.clamp_(min=0).mul_(inter_h.clamp_(min=0))  # [N, M]
+    union = (area1[:, None] + area2[None, :]).sub_(inter)  # [N, M]
+    # union == 0 only for two zero-area boxes (then inter == 0 too): 0 / tiny = 0, not NaN.
+    # For every other pair union >= tiny, so the clamp changes nothing.
+    return inter.div_(union.clamp_(min=torch.finfo(union.dtype).tiny))
+
+
+def matched_box_iou(boxes1: Tensor, boxes2: Tensor, *, legacy_plus_one: bool = False) -> Tensor:
+    """Element-wise IoU of ``boxes1[i]`` with ``boxes2[i]`` (the diagonal of :func:`box_iou`).
+
+    Args:
+        boxes1: ``[N, 4]`` xyxy boxes.
+        boxes2: ``[N, 4]`` xyxy boxes, same N, dtype and device.
+        legacy_plus_one: the notes' pixel-inclusive convention.
+
+    Returns:
+        ``[N]`` IoU values.
+
+    Raises:
+        ValueError: if the two sets have different lengths (and every error of :func:`box_iou`).
+
+    Chapter: book/02_boxes_iou
+    """
+    _check_pair(boxes1, boxes2)
+    if boxes1.shape[0] != boxes2.shape[0]:
+        raise ValueError(
+            f"boxes1 and boxes2 must have the same length, got {boxes1.shape[0]} and "
+            f"{boxes2.shape[0]}"
+        )
+    one = 1.0 if legacy_plus_one else 0.0
+    area1 = (boxes1[:, 2] - boxes1[:, 0] + one) * (boxes1[:, 3] - boxes1[:, 1] + one)  # [N]
+    area2 = (boxes2[:, 2] - boxes2[:, 0] + one) * (boxes2[:, 3] - boxes2[:, 1] + one)  # [N]
+    lt = torch.maximum(boxes1[:, :2], boxes2[:, :2])  # [N, 2]
+    rb = torch.minimum(boxes1[:, 2:], boxes2[:, 2:])  # [N, 2]
+    wh = (rb - lt + one).clamp(min=0)  # [N, 2]
+    inter = wh[:, 0] * wh[:, 1]  # [N]
+    union = area1 + area2 - inter
+    return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
+
+
+def clip_boxes_to_image(boxes: Tensor, image_size: Sequence[int]) -> Tensor:
+    """Clip boxes to the image: x into ``[0, W]``, y into ``[0, H]`` (continuous coordinates).
+
+    Args:
+        boxes: ``[N, 4]`` xyxy boxes.
+        image_size: ``(height, width)``.
+
+    Returns:
+        ``[N, 4]`` clipped boxes (a new tensor). A box entirely outside the image becomes a
+        zero-area box on the border.
+
+    Chapter: book/02_boxes_iou
+    """
+    check_boxes(boxes)
+    height, width = check_image_size(image_size)
+    x = boxes[:, 0::2].clamp(min=0, max=width)  # [N, 2]: x1, x2
+    y = boxes[:, 1::2].clamp(min=0, max=height)  # [N, 2]: y1, y2
+    return torch.stack((x[:, 0], y[:, 0], x[:, 1], y[:, 1]), dim=1)
+
+
+def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
+    """Indices of the boxes whose width and height are both at least ``min_size``.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy boxes.
+        min_size: smallest allowed side, in pixels (>= 0).
+
+    Returns:
+        ``[K]`` int64 indices into ``boxes``, increasing.
+
+    Raises:
+        ValueError: if ``min_size`` is negative or not finite.
+
+    Chapter: book/02_boxes_iou
+    """
+    check_boxes(boxes)
+    if not math.isfinite(min_size) or min_size < 0:
+        raise ValueError(f"min_size must be a finite number >= 0, got {min_size}")
+    wh = boxes[:, 2:] - boxes[:, :2]  # [N, 2]
+    return torch.nonzero((wh >= min_size).all(dim=1)).flatten()

@@ -1,0 +1,74 @@
+"""The one label shift of the course: dataset labels ``0..K-1`` to softmax labels ``1..K``.
+
+Dataset labels are ``0..K-1`` everywhere. A softmax classification head (R-CNN, Fast R-CNN, the
+Faster R-CNN box head) needs a background class as well, and puts it at index 0, as torchvision
+and the papers do; its foreground classes are therefore ``1..K``. Sigmoid heads (RetinaNet, FCOS)
+have ``K`` outputs and need no shift. This module is the only place where the shift happens.
+
+Shapes::
+
+    labels    [N] integer, any shape works (elementwise)
+
+Chapter: book/data_and_conventions (section "Labels").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["to_softmax_labels", "from_softmax_labels"]
+
+
+def to_softmax_labels(labels: Tensor) -> Tensor:
+    """Dataset labels ``0..K-1`` to softmax-head labels ``1..K`` (background takes index 0).
+
+    Args:
+        labels: ``[...]`` integer tensor of dataset labels (>= 0).
+
+    Returns:
+        ``labels + 1``, same shape, dtype and device.
+
+    Raises:
+        TypeError: if ``labels`` is not an integer tensor.
+        ValueError: if a label is negative.
+
+    Chapter: book/data_and_conventions
+    """
+    _check_integer_labels(labels, "labels")
+    if labels.numel() and bool((labels < 0).any()):
+        raise ValueError(f"labels must be >= 0 (dataset labels), got min {int(labels.min())}")
+    return labels + 1
+
+
+def from_softmax_labels(labels: Tensor) -> Tensor:
+    """The inverse of :func:`to_softmax_labels`: softmax labels ``1..K`` back to ``0..K-1``.
+
+    Background (index 0) has no dataset label: drop background predictions before converting.
+
+    Args:
+        labels: ``[...]`` integer tensor with values ``>= 1``.
+
+    Returns:
+        ``labels - 1``, same shape, dtype and device.
+
+    Raises:
+        TypeError: if ``labels`` is not an integer tensor.
+        ValueError: if a label is 0 (background) or negative.
+
+    Chapter: book/data_and_conventions
+    """
+    _check_integer_labels(labels, "labels")
+    if labels.numel() and bool((labels < 1).any()):
+        raise ValueError(
+            f"labels must be >= 1 (0 is the background, which has no dataset label), "
+            f"got min {int(labels.min())}"
+        )
+    return labels - 1
+
+
+def _check_integer_labels(labels: object, name: str) -> None:
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got {labels.dtype}")
