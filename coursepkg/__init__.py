@@ -1,9 +1,16 @@
 """coursepkg: the companion package of the object-detection course.
 
-Every reference implementation the chapters teach lives here, one concept per module, in chapter
-order: ``boxes``, ``sliding_windows``, ``nms``, ``evaluation``, ... plus the course's datasets
-(``datasets``), the training engine (``training``), plotting (``viz``), run profiles and devices
-(``runtime``) and the exercise grader (``grading``).
+Every reference implementation the chapters teach lives here, one concept per module, in layers
+whose imports flow one way (the book's page "How the package is organised" draws them):
+
+* ``coursepkg.ops`` — pure tensor math: boxes and IoU, sliding windows, NMS, box coding, RoI
+  pooling, the softmax label shift, input validation. Imports nothing else of the course.
+* ``coursepkg.data`` — datasets, the target format, batching, readers and downloads (on ``ops``).
+* ``coursepkg.models`` — the detector contract, backbones, anchors, assignment, RPN, RoI heads and
+  one module per detector (on ``ops`` and ``data``).
+* ``coursepkg.engine`` — training loop, checkpoints, run profiles and devices, recipes.
+* ``coursepkg.evaluation`` (AP, VOC, COCO) and ``coursepkg.viz`` (plots), on ``ops`` only.
+* ``coursepkg.grading`` — the exercise grader, apart from the rest.
 
 Conventions (the "Data and conventions" page of the book explains them with pictures):
 
