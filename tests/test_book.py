@@ -4,9 +4,11 @@ warnings as errors (without execution: nbval executes every notebook separately)
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jupytext
@@ -159,3 +161,40 @@ def test_kernels_started_by_the_build_return_figures_as_images():
         if msg["msg_type"] == "display_data" and "image/png" in msg["content"]["data"]
     ]
     assert images, "plt.show() in a kernel returned no image: is MPLBACKEND set in the environment?"
+
+
+FRESH_BUILD_ENV = "COURSE_TEST_FRESH_BUILD"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (os.environ.get("CI") or os.environ.get(FRESH_BUILD_ENV)),
+    reason=f"runs in CI (CI=true) or with {FRESH_BUILD_ENV}=1: it creates a virtual environment",
+)
+def test_readme_build_command_works_first_in_a_fresh_clone(tmp_path: Path):
+    """The README's build command, run first in a fresh clone with a new virtual environment.
+
+    This is what a reader does first: nothing is installed yet, the test command has never run.
+    The smoke profile keeps it short; every page must execute (e.g. the performance page imports
+    the benchmarks, which need torchvision: the ``book`` extra must bring it).
+    """
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=300)
+    venv_bin = str(Path(sys.prefix) / "bin")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "COURSE_VENV")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    env["PYTHON"] = getattr(sys, "_base_executable", sys.executable)
+    env["COURSE_PROFILE"] = "smoke"
+    start = time.perf_counter()
+    out = subprocess.run(
+        ["bash", "scripts/build_book.sh"], cwd=clone, env=env, capture_output=True, text=True,
+        timeout=3000,
+    )
+    seconds = time.perf_counter() - start
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-6000:]
+    assert (clone / ".venv" / "bin" / "python").exists(), "the build command made no virtual environment"
+    html = clone / "_build" / "html" / "book"
+    for page in ("intro", "package", "performance", "07_faster_rcnn"):
+        text = (html / f"{page}.html").read_text()
+        assert "Traceback" not in text and "ModuleNotFoundError" not in text, f"{page} shows an error"
+    print(f"fresh clone + new environment + smoke build: {seconds:.0f} s")
