@@ -5,5 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_env.sh "book"
-jupyter-book build . --warningiserror --keep-going "$@"
+status=0
+jupyter-book build . --warningiserror --keep-going "$@" || status=$?
+# Per-page execution times as Jupyter Book measured them (each chapter's budget: 180 s on 2 cores).
+python scripts/exec_times.py _build || true
+[ "$status" -eq 0 ] || exit "$status"
 echo "==> website: $PWD/_build/html/index.html"

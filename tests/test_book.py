@@ -197,4 +197,6 @@ def test_readme_build_command_works_first_in_a_fresh_clone(tmp_path: Path):
     for page in ("intro", "package", "performance", "07_faster_rcnn"):
         text = (html / f"{page}.html").read_text()
         assert "Traceback" not in text and "ModuleNotFoundError" not in text, f"{page} shows an error"
+    assert "execution time per page" in out.stdout, "build_book.sh printed no table of execution times"
+    print(out.stdout[out.stdout.index("==> execution time per page"):])
     print(f"fresh clone + new environment + smoke build: {seconds:.0f} s")
