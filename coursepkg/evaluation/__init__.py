@@ -14,7 +14,8 @@ AP from the curve     11 recall points  all points (area)    101 recall points
 IoU threshold         0.5               0.5                  mean over 0.50:0.05:0.95
 best GT already used  FP                FP                   try the next-best free GT
 IoU convention        "+1" pixels       "+1" pixels          continuous
-crowd regions         ("difficult")     none                 ignored, absorb many detections
+ignored objects       "difficult"       VOC: "difficult",    crowd regions, absorb many
+                                        Padilla: none        detections
 detections per image  all               all                  best 1 / 10 / 100 per class
 ====================  ================  ===================  ===============================
 

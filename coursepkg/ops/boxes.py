@@ -125,8 +125,9 @@ def convert_to_absolute_values(
         x_in  = round((2 * cx - w) * W / 2)      x_end = x_in + round(w * W)
         y_in  = round((2 * cy - h) * H / 2)      y_end = y_in + round(h * H)
 
-    then clips ``x_in, y_in`` at 0 and ``x_end, y_end`` at ``W - 1, H - 1``: the last pixel's index
-    in the pixel-inclusive convention, so the result is a "+1" box (see ``legacy_plus_one``).
+    then clips ``x_in, y_in`` at 0 and ``x_end, y_end`` at ``W - 1, H - 1``. The convention is
+    mixed: ``x_end - x_in`` is the width (a continuous box), but the clip puts the far corner at the
+    last pixel's index, as the pixel-inclusive ("+1") convention would (see ``legacy_plus_one``).
     ``round`` is Python's, which rounds halves to even (``round(0.5) == 0``, ``round(1.5) == 2``).
 
     ``size`` is ``(width, height)``: this is the one place in the course where the order is
