@@ -28,6 +28,7 @@ __all__ = [
     "check_int",
     "check_labels",
     "check_number",
+    "check_positive_size",
     "check_probability",
     "check_target",
     "check_tensor",
@@ -260,7 +261,9 @@ def check_tensor(
             raise ValueError(f"{name} must be [{expected}], got {list(value.shape)}")
     if isinstance(dtype, torch.dtype):
         if value.dtype != dtype:
-            raise TypeError(f"{name} must be a {dtype} tensor, got {value.dtype}")
+            short = str(dtype).removeprefix("torch.")
+            article = "an" if short[0] in "aeio" else "a"
+            raise TypeError(f"{name} must be {article} {short} tensor, got {value.dtype}")
     elif dtype is not None:
         test, words = _KINDS[dtype]
         if not test(value):
@@ -319,6 +322,24 @@ def check_labels(
     return labels
 
 
+def check_positive_size(boxes: Tensor, name: str) -> None:
+    """Raise unless every box of a checked ``[G, 4]`` tensor has positive width and height.
+
+    A zero-width ground truth has no regression target (``t_w = log(0 / p_w)``).
+
+    Chapter: book/data_and_conventions
+    """
+    if boxes.shape[0] == 0:
+        return
+    wh = boxes[:, 2:] - boxes[:, :2]  # [G, 2]
+    if bool((wh <= 0).any()):
+        row = int(torch.nonzero((wh <= 0).any(dim=1))[0, 0])
+        raise ValueError(
+            f"{name} must have positive widths and heights (drop zero-area boxes first; log(0) "
+            f"has no regression target), row {row} is {boxes[row].tolist()}"
+        )
+
+
 def check_target(
     target: object,
     name: str = "target",
@@ -357,13 +378,7 @@ def check_target(
     if boxes.shape[0] == 0:
         return
     if positive_size:
-        wh = boxes[:, 2:] - boxes[:, :2]  # [G, 2]
-        if bool((wh <= 0).any()):
-            row = int(torch.nonzero((wh <= 0).any(dim=1))[0, 0])
-            raise ValueError(
-                f"{name}['boxes'] must have positive widths and heights (drop zero-area boxes "
-                f"first), row {row} is {boxes[row].tolist()}"
-            )
+        check_positive_size(boxes, f"{name}['boxes']")
     if image_size is not None:
         height, width = check_image_size(image_size)
         inside = (boxes[:, :2] >= 0).all(dim=1) & (boxes[:, 2] <= width) & (boxes[:, 3] <= height)
