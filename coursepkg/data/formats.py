@@ -131,7 +131,8 @@ def parse_voc_xml(path: str | Path, classes: Sequence[str] = VOC_CLASSES) -> VOC
     if size is None:
         raise ValueError(f"{path}: <annotation> has no <size>")
     height, width = _number(size, "height", path), _number(size, "width", path)
-    if not (height == int(height) >= 1 and width == int(width) >= 1):  # NaN and inf fail too
+    whole = all(math.isfinite(v) and v == int(v) >= 1 for v in (height, width))
+    if not whole:
         raise ValueError(
             f"{path}: <size> height and width must be positive integers, got {(height, width)}"
         )
