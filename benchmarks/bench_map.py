@@ -249,6 +249,7 @@ def benchmark_rows(
         cpu[name] = time.process_time() - start_cpu
 
     reference = stats.get("pycocotools")
+    diff = None  # no reference to compare with when pycocotools is skipped
     if reference is not None and "coursepkg" in stats:
         diff = float(np.abs(stats["coursepkg"] - reference).max())
         assert diff <= 1e-9, (

@@ -27,14 +27,20 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
-from coursepkg.ops.validation import check_boxes
+from coursepkg.ops.validation import check_boxes, check_int
 
 
 def class_color(label: int) -> tuple[float, float, float, float]:
     """The colour of class ``label``: ``tab10`` for up to 10 classes' worth of labels, then ``tab20``.
 
+    Raises:
+        TypeError: if ``label`` is not an int.
+        ValueError: if it is negative (dataset labels are ``0..K-1``; Python's ``-1 % 10`` would
+            quietly give class 9's colour).
+
     Chapter: book/data_and_conventions
     """
+    label = check_int(label, "label", low=0)
     cmap = plt.get_cmap("tab10" if label < 10 else "tab20")
     return cmap(label % cmap.N)
 

@@ -109,9 +109,9 @@ def test_anchors_inside_boundaries():
         (lambda: generate_anchors((5, 5), 0), "stride must be"),
         (lambda: generate_anchors((5, 5), (16, 16, 16)), "stride must be"),
         (lambda: generate_anchors((5, 5), 16, scales=()), "scales must be"),
-        (lambda: generate_anchors((5, 5), 16, ratios=(1, -2)), "ratios must be"),
+        (lambda: generate_anchors((5, 5), 16, ratios=(1, -2)), r"ratios\[1\] must be a finite number > 0, got -2"),
         (lambda: generate_anchors((5, 5), 16, base_size=0), "base_size must be"),
-        (lambda: generate_anchors((5, 5), 16, offset=math.nan), "offset must be finite"),
+        (lambda: generate_anchors((5, 5), 16, offset=math.nan), "offset must be a finite number, got nan"),
         (lambda: generate_anchors((5, 5), 16, dtype=torch.int64), "dtype must be a floating"),
         (
             lambda: anchors_inside(torch.zeros(3, 5), (10, 10)),

@@ -131,11 +131,11 @@ def test_dtype_follows_inputs():
         ),
         (
             lambda: encode_boxes(torch.zeros(1, 4), torch.zeros(1, 4), (1.0, 1.0, 1.0)),
-            "weights must have 4",
+            r"weights must be 4 numbers \(w_x, w_y, w_w, w_h\)",
         ),
         (
             lambda: encode_boxes(torch.zeros(1, 4), torch.zeros(1, 4), (1.0, 0.0, 1.0, 1.0)),
-            "weights must be positive",
+            r"weights\[\d\] must be a finite number > 0",
         ),
         (
             lambda: decode_boxes(torch.zeros(2, 6), torch.zeros(2, 4)),
@@ -144,7 +144,7 @@ def test_dtype_follows_inputs():
         (lambda: decode_boxes(torch.zeros(2, 4), torch.zeros(3, 4)), "same length, got 2 and 3"),
         (
             lambda: decode_boxes(torch.full((1, 4), float("nan")), torch.zeros(1, 4)),
-            "deltas contains NaN",
+            r"deltas must be finite \(no NaN or inf\), element \[0, 0\] is nan",
         ),
         (
             lambda: decode_boxes(torch.zeros(1, 4, dtype=torch.int32), torch.zeros(1, 4)),

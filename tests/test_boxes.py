@@ -164,10 +164,13 @@ def test_convert_to_absolute_values_errors():
         convert_to_absolute_values((640.0, 480), NOTES_YOLO_BOX)
     with pytest.raises(ValueError, match=r"size must be positive \(width, height\)"):
         convert_to_absolute_values((640, 0), NOTES_YOLO_BOX)
-    with pytest.raises(ValueError, match=r"box must have 4 values \(cx, cy, w, h\), got 3"):
+    with pytest.raises(ValueError, match=r"box must be 4 numbers \(cx, cy, w, h\), got \(0.5, 0.5, 0.1\)"):
         convert_to_absolute_values((640, 480), (0.5, 0.5, 0.1))
-    with pytest.raises(ValueError, match="box must be finite"):
+    with pytest.raises(ValueError, match=r"box\[1\] must be a finite number, got nan"):
         convert_to_absolute_values((640, 480), (0.5, float("nan"), 0.1, 0.1))
+    # A negative width used to give an inverted box (x_end < x_in) without a word.
+    with pytest.raises(ValueError, match=r"box\[2\] must be a finite number >= 0, got -0.1"):
+        convert_to_absolute_values((640, 480), (0.5, 0.5, -0.1, 0.1))
 
 
 def test_yolo_to_xyxy_notes_example_is_continuous():

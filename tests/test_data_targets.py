@@ -30,8 +30,14 @@ def test_check_target_accepts_valid_targets_including_edges():
 @pytest.mark.parametrize(
     ("target", "image_size", "num_classes", "error", "match"),
     [
-        ("not a dict", (8, 8), None, TypeError, "mapping"),
-        ({"boxes": torch.zeros(0, 4)}, (8, 8), None, ValueError, r"missing \['labels'\]"),
+        ("not a dict", (8, 8), None, TypeError, "target must be a dict, got str"),
+        (
+            {"boxes": torch.zeros(0, 4)},
+            (8, 8),
+            None,
+            ValueError,
+            r"target is missing key\(s\) \['labels'\]",
+        ),
         (_target([[0, 0, 9, 4]], [0]), (8, 8), None, ValueError, r"box 0 is \[0.0, 0.0, 9.0"),
         (
             _target([[0, 0, 4, 4], [-0.5, 0, 4, 4]], [0, 0]),
@@ -42,14 +48,20 @@ def test_check_target_accepts_valid_targets_including_edges():
         ),
         (_target([[0, 0, 4, 9]], [0]), (8, 16), None, ValueError, "box 0"),
         (_target([[4, 0, 2, 4]], [0]), (8, 8), None, ValueError, "row 0"),
-        (_target([[0, 0, 4, 4]], [3]), (8, 8), 3, ValueError, r"in 0..2, label 0 is 3"),
+        (
+            _target([[0, 0, 4, 4]], [3]),
+            (8, 8),
+            3,
+            ValueError,
+            r"in 0..2 \(dataset labels 0..K-1\), label 0 is 3",
+        ),
         (_target([[0, 0, 4, 4]], [-1]), (8, 8), None, ValueError, ">= 0"),
         (
             {"boxes": torch.zeros(2, 4), "labels": torch.zeros(3, dtype=torch.int64)},
             (8, 8),
             None,
             ValueError,
-            r"\[G\] with G = 2",
+            r"target\['labels'\] must be \[2\] \(one label per box\), got \[3\]",
         ),
         (
             {"boxes": torch.zeros(1, 4), "labels": torch.zeros(1)},

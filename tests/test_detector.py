@@ -259,17 +259,17 @@ def _break(key: str, value):
         (
             _break("boxes", torch.zeros(3, 4, dtype=torch.int64)),
             TypeError,
-            r"detections\[1\]\['boxes'\] must be a floating tensor",
+            r"detections\[1\]\['boxes'\] must be a floating-point tensor, got torch.int64",
         ),
         (
             _break("boxes", torch.tensor([[0, 0, 1, 1], [0, 0, math.nan, 1], [0, 0, 1, 1.0]])),
             ValueError,
-            r"\['boxes'\] contains NaN or inf",
+            r"detections\[1\]\['boxes'\] must be finite, row 1 is \[0.0, 0.0, nan, 1.0\]",
         ),
         (
             _break("boxes", torch.tensor([[0, 0, 1, 1], [2, 0, 1, 1], [0, 0, 1, 1.0]])),
             ValueError,
-            r"x2 < x1 or y2 < y1",
+            r"\['boxes'\] \(xyxy\) must have x2 >= x1 and y2 >= y1, row 1 is \[2.0, 0.0, 1.0, 1.0\]",
         ),
         (
             _break("boxes", [[0, 0, 1, 1]] * 3),
@@ -279,7 +279,7 @@ def _break(key: str, value):
         (
             _break("scores", torch.tensor([0.9, 0.8])),
             ValueError,
-            r"detections\[1\]\['scores'\] must be \[3\] \(one score per box\), got \[2\]",
+            r"detections\[1\]\['scores'\] must be \[3\], got \[2\]",
         ),
         (
             _break("scores", torch.tensor([0.1, 0.5, 0.2])),
@@ -289,23 +289,27 @@ def _break(key: str, value):
         (
             _break("scores", torch.tensor([0.9, math.inf, 0.2])),
             ValueError,
-            r"\['scores'\] contains NaN or inf",
+            r"\['scores'\] must be finite \(no NaN or inf\), element 1 is inf",
         ),
         (
             _break("scores", torch.tensor([3, 2, 1])),
             TypeError,
-            r"\['scores'\] must be a floating tensor, got torch.int64",
+            r"\['scores'\] must be a floating-point tensor, got torch.int64",
         ),
         (
             _break("labels", torch.tensor([0, 1, 2], dtype=torch.int32)),
             TypeError,
-            r"\['labels'\] must be int64 \(labels 0..K-1\), got torch.int32",
+            r"\['labels'\] must be an int64 tensor, got torch.int32",
         ),
-        (_break("labels", torch.tensor([0, -1, 2])), ValueError, r"\['labels'\] must be >= 0"),
+        (
+            _break("labels", torch.tensor([0, -1, 2])),
+            ValueError,
+            r"\['labels'\] must be in 0..2 \(dataset labels 0..K-1\), label 1 is -1",
+        ),
         (
             _break("labels", torch.tensor([0, 3, 2])),
             ValueError,
-            r"\['labels'\] must be < num_classes=3, got 3",
+            r"\['labels'\] must be in 0..2 \(dataset labels 0..K-1\), label 1 is 3",
         ),
         (
             _break("labels", torch.tensor([0, 1])),
@@ -327,7 +331,9 @@ def test_check_detections_is_exactly_at_the_label_threshold():
     dets = _detections(3)
     dets[0]["labels"] = torch.tensor([0, 1, 2])
     check_detections(dets, 1, num_classes=3)  # 2 < 3 passes
-    with pytest.raises(ValueError, match="num_classes=2"):
+    with pytest.raises(
+        ValueError, match=r"must be in 0..1 \(dataset labels 0..K-1\), label 2 is 2"
+    ):
         check_detections(dets, 1, num_classes=2)
 
 
@@ -348,11 +354,12 @@ def test_check_targets():
         check_targets([{"boxes": good[0]["boxes"]}, good[1]], 2)
     with pytest.raises(
         TypeError,
-        match=r"targets\[0\]\['boxes'\] must be a floating tensor \(continuous pixel coordinates\), got torch.int64",
+        match=r"targets\[0\]\['boxes'\] must be a floating-point tensor, got torch.int64",
     ):
         check_targets([{**good[0], "boxes": torch.tensor([[1, 2, 3, 4]])}, good[1]], 2)
     with pytest.raises(
-        ValueError, match=r"targets\[0\]\['labels'\] must be < num_classes=1, got 1"
+        ValueError,
+        match=r"targets\[0\]\['labels'\] must be in 0..0 \(dataset labels 0..K-1\), label 0 is 1",
     ):
         check_targets(good, 2, num_classes=1)
     with pytest.raises(

@@ -148,7 +148,7 @@ def test_input_errors():
         model.losses(images, bad)
     bad[0]["boxes"] = torch.tensor([[5.0, 5.0, 8.0, 9.0]])
     bad[0]["labels"] = torch.tensor([3])  # K = 3: labels 0..2
-    with pytest.raises(ValueError, match="num_classes"):
+    with pytest.raises(ValueError, match=r"targets\[0\]\[.labels.\] must be in 0..2 \(dataset labels 0..K-1\), label 0 is 3"):
         model.losses(images, bad)
 
 

@@ -257,9 +257,9 @@ def test_sample_rois_without_objects_and_tiny_objects():
 
 def test_sample_rois_errors():
     proposals, gt, labels = torch.zeros(2, 4), torch.tensor([[0.0, 0.0, 5.0, 5.0]]), torch.tensor([0])
-    with pytest.raises(ValueError, match="gt_boxes must have positive width and height"):
+    with pytest.raises(ValueError, match="gt_boxes must have positive widths and heights"):
         sample_rois(proposals, torch.tensor([[1.0, 1.0, 1.0, 5.0]]), labels)
-    with pytest.raises(TypeError, match="gt_labels must be int64"):
+    with pytest.raises(TypeError, match="gt_labels must be an int64 tensor"):
         sample_rois(proposals, gt, labels.int())
     with pytest.raises(ValueError, match=r"gt_labels must be \[1\]"):
         sample_rois(proposals, gt, torch.tensor([0, 1]))

@@ -181,7 +181,7 @@ def test_loss_gradients_flow():
     [
         ({"normalization": "mean"}, "normalization must be one of"),
         ({"normalization": "paper"}, "needs num_locations"),
-        ({"lambda_": -1.0}, "lambda_ and beta must be >= 0"),
+        ({"lambda_": -1.0}, "lambda_ must be a finite number >= 0, got -1.0"),
     ],
 )
 def test_loss_option_errors(kwargs, match):
@@ -303,8 +303,8 @@ def test_no_gradient_through_proposals():
         ({"deltas": torch.zeros(3, 5)}, ValueError, r"deltas must be \[3, 4\]"),
         ({"anchors": torch.tensor([[5.0, 0, 4, 4]] * 3)}, ValueError, "x2 >= x1"),
         ({"image_size": (0, 10)}, ValueError, "image_size"),
-        ({"pre_nms_top_n": 0}, ValueError, "pre_nms_top_n must be a positive int"),
-        ({"post_nms_top_n": 2.5}, ValueError, "post_nms_top_n must be a positive int"),
+        ({"pre_nms_top_n": 0}, ValueError, "pre_nms_top_n must be an int >= 1, got 0"),
+        ({"post_nms_top_n": 2.5}, TypeError, "post_nms_top_n must be an int, got float 2.5"),
         ({"nms_thresh": 1.5}, ValueError, "nms_thresh"),
         ({"min_size": -1.0}, ValueError, "min_size"),
         (
@@ -330,5 +330,5 @@ def test_generate_proposals_errors(kwargs, error, match):
 def test_head_rejects_wrong_channels():
     with pytest.raises(ValueError, match=r"features must be \[N, 8, H, W\]"):
         RPNHead(8, 9)(torch.zeros(1, 4, 5, 5))
-    with pytest.raises(ValueError, match="must be positive"):
+    with pytest.raises(ValueError, match="in_channels must be an int >= 1, got 0"):
         RPNHead(0, 9)

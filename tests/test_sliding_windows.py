@@ -93,7 +93,7 @@ def test_image_pyramid_levels():
 
 def test_image_pyramid_errors():
     image = torch.rand(3, 40, 40)
-    with pytest.raises(TypeError, match=r"image must be floating point, got torch.uint8"):
+    with pytest.raises(TypeError, match=r"image must be a floating-point tensor in \[0, 1\], got torch.uint8"):
         next(image_pyramid((image * 255).to(torch.uint8)))
     with pytest.raises(ValueError, match=r"image must be \[C, H, W\], got \[40, 40\]"):
         next(image_pyramid(image[0]))

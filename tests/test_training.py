@@ -633,7 +633,7 @@ def test_bad_model_and_data():
             epochs=1,
             progress=False,
         )
-    with pytest.raises(ValueError, match=r"targets\[0\]\['boxes'\] has boxes with x2 < x1"):
+    with pytest.raises(ValueError, match=r"targets\[0\]\['boxes'\] \(xyxy\) must have x2 >= x1"):
         bad = {"boxes": torch.tensor([[5.0, 0, 1, 1]]), "labels": torch.tensor([0])}
         fit(_model(), [(torch.zeros(3, 32, 32), bad)], epochs=1, progress=False)
     with pytest.raises(TypeError, match="model must be a coursepkg.models.detector.Detector"):

@@ -22,6 +22,7 @@ Chapter: book/data_and_conventions
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -112,9 +113,10 @@ def parse_voc_xml(path: str | Path, classes: Sequence[str] = VOC_CLASSES) -> VOC
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: if the XML is malformed, a required tag is missing or not a number, a box
-            has ``xmax < xmin``, or an object's class is not in ``classes`` (the message names
-            the file).
+        ValueError: if the XML is malformed, a required tag is missing or not a number, the size
+            is not two positive integers, a box has ``xmax < xmin``, NaN or inf, or leaves the
+            image (``1 <= xmin``, ``xmax <= width``), or an object's class is not in ``classes``
+            (the message names the file).
 
     Chapter: book/data_and_conventions
     """
@@ -128,7 +130,13 @@ def parse_voc_xml(path: str | Path, classes: Sequence[str] = VOC_CLASSES) -> VOC
     size = root.find("size")
     if size is None:
         raise ValueError(f"{path}: <annotation> has no <size>")
-    image_size = (int(_number(size, "height", path)), int(_number(size, "width", path)))
+    height, width = _number(size, "height", path), _number(size, "width", path)
+    whole = all(math.isfinite(v) and v == int(v) >= 1 for v in (height, width))
+    if not whole:
+        raise ValueError(
+            f"{path}: <size> height and width must be positive integers, got {(height, width)}"
+        )
+    image_size = (int(height), int(width))
     filename = root.findtext("filename", default="").strip()
     boxes, labels, difficult = [], [], []
     for obj in root.iter("object"):
@@ -141,10 +149,17 @@ def parse_voc_xml(path: str | Path, classes: Sequence[str] = VOC_CLASSES) -> VOC
         xmin, ymin, xmax, ymax = (
             _number(bndbox, t, path) for t in ("xmin", "ymin", "xmax", "ymax")
         )
+        corners = (xmin, ymin, xmax, ymax)
+        if not all(math.isfinite(v) for v in corners):
+            raise ValueError(f"{path}: object {name!r} <bndbox> must be finite, got {corners}")
         if xmax < xmin or ymax < ymin:
+            raise ValueError(f"{path}: object {name!r} has xmax < xmin or ymax < ymin: {corners}")
+        # VOC pixel indices are 1-based and inclusive: 1 <= xmin, xmax <= width.
+        height, width = image_size
+        if xmin < 1 or ymin < 1 or xmax > width or ymax > height:
             raise ValueError(
-                f"{path}: object {name!r} has xmax < xmin or ymax < ymin: "
-                f"{(xmin, ymin, xmax, ymax)}"
+                f"{path}: object {name!r} <bndbox> must lie inside the image (1 <= xmin, "
+                f"xmax <= width = {width}, 1 <= ymin, ymax <= height = {height}), got {corners}"
             )
         # 1-based inclusive pixel indices -> continuous coordinates (see the module docstring).
         boxes.append((xmin - 1, ymin - 1, xmax, ymax))
@@ -253,7 +268,8 @@ class CocoDetection(Dataset):
     Raises:
         FileNotFoundError: if the folder or the file is missing.
         ValueError: if the JSON is invalid or inconsistent (missing keys, an annotation pointing
-            to an unknown image or category, a bbox that is not 4 numbers with ``w, h >= 0``).
+            to an unknown image or category, a bbox that is not 4 finite numbers with ``w, h >= 0``,
+            two images with the same id).
 
     Chapter: book/data_and_conventions
     """
@@ -288,7 +304,14 @@ class CocoDetection(Dataset):
         label_of = {cid: k for k, cid in enumerate(self.category_ids)}
         self.images = list(data["images"])
         self.transforms = transforms
-        per_image: dict[int, list[dict]] = {int(img["id"]): [] for img in self.images}
+        per_image: dict[int, list[dict]] = {}
+        for img in self.images:
+            if int(img["id"]) in per_image:
+                raise ValueError(
+                    f"{annotation_file}: image ids must be unique, image id {img['id']} appears "
+                    "twice (its annotations could not be told apart)"
+                )
+            per_image[int(img["id"])] = []
         for ann in data["annotations"]:
             _check_coco_annotation(ann, per_image, label_of, annotation_file)
             per_image[int(ann["image_id"])].append(ann)
@@ -322,6 +345,8 @@ def _check_coco_annotation(
         isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)
     ):
         raise ValueError(f"{path}: annotation {ann_id} bbox must be [x, y, w, h], got {bbox!r}")
+    if not all(math.isfinite(v) for v in bbox):
+        raise ValueError(f"{path}: annotation {ann_id} bbox must be finite, got {bbox}")
     if bbox[2] < 0 or bbox[3] < 0:
         raise ValueError(f"{path}: annotation {ann_id} bbox has a negative size: {bbox}")
 

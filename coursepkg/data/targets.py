@@ -21,13 +21,16 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from coursepkg.ops.validation import check_boxes, check_image_size
+from coursepkg.ops import validation
 
 
 def check_target(
     target: Mapping[str, object], image_size: Sequence[int], num_classes: int | None = None
 ) -> None:
     """Raise a clear error unless ``target`` is a valid detection target for an image.
+
+    The dataset side of :func:`coursepkg.ops.validation.check_target`, the one target check of the
+    course, with the image size that every box must fit in.
 
     Args:
         target: a mapping with ``"boxes"`` (``[G, 4]`` float xyxy) and ``"labels"`` (``[G]``
@@ -43,39 +46,12 @@ def check_target(
 
     Chapter: book/data_and_conventions
     """
-    if not isinstance(target, Mapping):
-        raise TypeError(f"target must be a mapping (dict), got {type(target).__name__}")
-    missing = [key for key in ("boxes", "labels") if key not in target]
-    if missing:
-        raise ValueError(f"target is missing {missing}; it has keys {sorted(target)}")
-    height, width = check_image_size(image_size)
-    boxes, labels = target["boxes"], target["labels"]
-    check_boxes(boxes, "target['boxes']")
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"target['labels'] must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.dtype != torch.int64:
-        raise TypeError(f"target['labels'] must be int64, got {labels.dtype}")
-    if labels.shape != (boxes.shape[0],):
-        raise ValueError(
-            f"target['labels'] must be [G] with G = {boxes.shape[0]} boxes, "
-            f"got {list(labels.shape)}"
-        )
-    low = 0
-    high = num_classes - 1 if num_classes is not None else None
-    bad = labels < low if high is None else (labels < low) | (labels > high)
-    if bool(bad.any()):
-        i = int(torch.nonzero(bad)[0, 0])
-        allowed = ">= 0" if high is None else f"in 0..{high}"
-        raise ValueError(f"target['labels'] must be {allowed}, label {i} is {int(labels[i])}")
-    inside = (
-        (boxes[:, 0] >= 0) & (boxes[:, 1] >= 0) & (boxes[:, 2] <= width) & (boxes[:, 3] <= height)
+    validation.check_target(
+        target,
+        "target",
+        num_classes=num_classes,
+        image_size=validation.check_image_size(image_size),
     )
-    if not bool(inside.all()):
-        i = int(torch.nonzero(~inside)[0, 0])
-        raise ValueError(
-            f"target['boxes'] must lie inside the image [0, {width}] x [0, {height}] "
-            f"(image_size {(height, width)}), box {i} is {boxes[i].tolist()}"
-        )
 
 
 def collate_detection(

@@ -35,27 +35,28 @@ Chapter: book/07_faster_rcnn (section "Anchors").
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from coursepkg.ops.validation import check_boxes, check_image_size
+from coursepkg.ops.validation import check_boxes, check_image_size, check_int, check_number
 
 
 def _pair(name: str, value: int | float | Sequence[int | float]) -> tuple[float, float]:
+    """A positive number or a ``(height, width)`` pair of them, as a pair of floats."""
     values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(values) != 2:
         raise ValueError(f"{name} must be a number or a pair (height, width), got {value!r}")
-    return float(values[0]), float(values[1])
+    return tuple(check_number(v, name, low=0.0, low_open=True) for v in values)  # type: ignore[return-value]
 
 
 def _positive_values(name: str, values: Sequence[float]) -> tuple[float, ...]:
-    values = tuple(float(v) for v in values)
-    if not values or not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"{name} must be a non-empty sequence of positive numbers, got {values}")
-    return values
+    if not isinstance(values, (tuple, list)) or not values:
+        raise ValueError(f"{name} must be a non-empty sequence of positive numbers, got {values!r}")
+    return tuple(
+        check_number(v, f"{name}[{i}]", low=0.0, low_open=True) for i, v in enumerate(values)
+    )
 
 
 def generate_anchors(
@@ -99,20 +100,18 @@ def generate_anchors(
 
     Chapter: book/07_faster_rcnn (section "Anchors").
     """
-    if len(feature_size) != 2 or not all(int(s) == s and s >= 0 for s in feature_size):
+    if not isinstance(feature_size, Sequence | torch.Size) or len(feature_size) != 2:
         raise ValueError(
             f"feature_size must be (H, W) with non-negative integers, got {feature_size!r}"
         )
+    height, width = (check_int(s, "feature_size", low=0) for s in feature_size)
     stride_h, stride_w = _pair("stride", stride)
-    _positive_values("stride", (stride_h, stride_w))
     scales = _positive_values("scales", scales)
     ratios = _positive_values("ratios", ratios)
-    _positive_values("base_size", (base_size,))
-    if not math.isfinite(offset):
-        raise ValueError(f"offset must be finite, got {offset}")
-    if not dtype.is_floating_point:
+    base_size = check_number(base_size, "base_size", low=0.0, low_open=True)
+    offset = check_number(offset, "offset")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
-    height, width = int(feature_size[0]), int(feature_size[1])
 
     # Zero-centred base anchors, one per (ratio, scale): [A, 4].
     scale_t = torch.tensor(scales, dtype=torch.float64) * base_size  # [S] sizes in pixels

@@ -33,6 +33,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from coursepkg.ops.validation import check_int, check_probability, check_tensor
+
 POSITIVE, NEGATIVE, IGNORED = 1, 0, -1
 
 
@@ -83,22 +85,36 @@ def match_anchors(
 
     Raises:
         TypeError: if ``iou_matrix`` is not a floating tensor.
-        ValueError: if ``iou_matrix`` is not 2-D or contains NaN, or ``low_threshold > high_threshold``.
+        ValueError: if ``iou_matrix`` is not 2-D or has a value outside ``[0, 1]`` (NaN
+            included: it is not an IoU matrix), a threshold is not in ``[0, 1]``, or
+            ``low_threshold > high_threshold``.
 
     Chapter: book/07_faster_rcnn (section "Which anchors are positive").
     """
-    if not isinstance(iou_matrix, Tensor):
-        raise TypeError(f"iou_matrix must be a torch.Tensor, got {type(iou_matrix).__name__}")
-    if iou_matrix.dim() != 2:
-        raise ValueError(f"iou_matrix must be [G, A], got {list(iou_matrix.shape)}")
-    if not iou_matrix.is_floating_point():
-        raise TypeError(f"iou_matrix must be a floating tensor, got {iou_matrix.dtype}")
-    if torch.isnan(iou_matrix).any():
-        raise ValueError("iou_matrix contains NaN")
+    check_tensor(iou_matrix, "iou_matrix", shape=("G", "A"), dtype="float")
+    high_threshold = check_probability(high_threshold, "high_threshold")
+    low_threshold = check_probability(low_threshold, "low_threshold")
     if low_threshold > high_threshold:
         raise ValueError(
             f"low_threshold must be <= high_threshold, got low={low_threshold}, high={high_threshold}"
         )
+    if iou_matrix.numel() > 0:
+        low, high = torch.aminmax(iou_matrix)
+        if not bool((low >= 0) & (high <= 1)):  # one host sync; NaN fails both tests
+            raise ValueError(
+                f"iou_matrix must hold IoU values in [0, 1] (no NaN), got min {low.item()} and max "
+                f"{high.item()}"
+            )
+    return _match_anchors(iou_matrix, high_threshold, low_threshold, allow_low_quality_matches)
+
+
+def _match_anchors(
+    iou_matrix: Tensor,
+    high_threshold: float,
+    low_threshold: float,
+    allow_low_quality_matches: bool,
+) -> AnchorMatch:
+    """:func:`match_anchors` without the checks, for a matrix that :func:`box_iou` just built."""
     num_gt, num_anchors = iou_matrix.shape
     device = iou_matrix.device
     if num_gt == 0:
@@ -157,21 +173,29 @@ def sample_balanced(
 
     Chapter: book/07_faster_rcnn (section "Sampling 256 anchors").
     """
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.dim() != 1:
-        raise ValueError(f"labels must be [A], got {list(labels.shape)}")
-    if not ((labels == POSITIVE) | (labels == NEGATIVE) | (labels == IGNORED)).all():
-        raise ValueError("labels must only contain 1 (positive), 0 (negative) and -1 (ignored)")
-    if int(num_samples) != num_samples or num_samples < 0:
-        raise ValueError(f"num_samples must be a non-negative integer, got {num_samples}")
-    if not 0.0 <= positive_fraction <= 1.0:
-        raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
+    check_tensor(labels, "labels", shape=("A",))
+    num_samples = check_int(num_samples, "num_samples", low=0)
+    positive_fraction = check_probability(positive_fraction, "positive_fraction")
+    if not bool(((labels == POSITIVE) | (labels == NEGATIVE) | (labels == IGNORED)).all()):
+        raise ValueError(
+            "labels must only contain 1 (positive), 0 (negative) and -1 (ignored), got values "
+            f"{torch.unique(labels).tolist()}"
+        )
+    return _sample_balanced(labels, num_samples, positive_fraction, generator)
+
+
+def _sample_balanced(
+    labels: Tensor,
+    num_samples: int,
+    positive_fraction: float,
+    generator: torch.Generator | None,
+) -> SampledAnchors:
+    """:func:`sample_balanced` without the checks, for labels that a matcher just produced."""
 
     positives = torch.where(labels == POSITIVE)[0]
     negatives = torch.where(labels == NEGATIVE)[0]
     num_pos = min(positives.numel(), int(num_samples * positive_fraction))
-    num_neg = min(negatives.numel(), int(num_samples) - num_pos)  # the notes wrote "*" here
+    num_neg = min(negatives.numel(), num_samples - num_pos)  # the notes wrote "*" here
 
     def choose(candidates: Tensor, k: int) -> Tensor:
         order = torch.randperm(candidates.numel(), generator=generator)[:k].to(candidates.device)

@@ -45,6 +45,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from coursepkg.ops.validation import check_finite, check_target, check_tensor
+
 __all__ = ["Detector", "check_detections", "check_images", "check_losses", "check_targets"]
 
 
@@ -113,36 +115,6 @@ def check_images(images: object) -> None:
         raise TypeError(f"images must be a floating tensor, got {images.dtype}")
 
 
-def _check_box_tensor(name: str, boxes: object) -> None:
-    """Raise unless ``boxes`` is a finite floating [N, 4] tensor with x2 >= x1 and y2 >= y1."""
-    if not isinstance(boxes, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(boxes).__name__}")
-    if boxes.dim() != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{name} must be [N, 4], got {list(boxes.shape)}")
-    if not boxes.is_floating_point():
-        raise TypeError(
-            f"{name} must be a floating tensor (continuous pixel coordinates), got {boxes.dtype}"
-        )
-    if not torch.isfinite(boxes).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    if ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
-        raise ValueError(f"{name} has boxes with x2 < x1 or y2 < y1")
-
-
-def _check_labels(name: str, labels: object, length: int, num_classes: int | None) -> None:
-    """Raise unless ``labels`` is an int64 [length] tensor with values in 0..num_classes-1."""
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.dim() != 1 or labels.shape[0] != length:
-        raise ValueError(f"{name} must be [{length}] (one label per box), got {list(labels.shape)}")
-    if labels.dtype != torch.int64:
-        raise TypeError(f"{name} must be int64 (labels 0..K-1), got {labels.dtype}")
-    if length and labels.min() < 0:
-        raise ValueError(f"{name} must be >= 0 (labels are 0..K-1), got {int(labels.min())}")
-    if length and num_classes is not None and labels.max() >= num_classes:
-        raise ValueError(f"{name} must be < num_classes={num_classes}, got {int(labels.max())}")
-
-
 def _check_batch_list(name: str, items: object, batch_size: int) -> None:
     if not isinstance(items, Sequence) or isinstance(items, str | bytes):
         raise TypeError(
@@ -154,16 +126,12 @@ def _check_batch_list(name: str, items: object, batch_size: int) -> None:
         )
 
 
-def _check_keys(name: str, item: object, keys: tuple[str, ...]) -> None:
-    if not isinstance(item, Mapping):
-        raise TypeError(f"{name} must be a dict, got {type(item).__name__}")
-    missing = [key for key in keys if key not in item]
-    if missing:
-        raise ValueError(f"{name} is missing key(s) {missing}; it has {sorted(item)}")
-
-
 def check_targets(
-    targets: Sequence[Mapping[str, Tensor]], batch_size: int, *, num_classes: int | None = None
+    targets: Sequence[Mapping[str, Tensor]],
+    batch_size: int,
+    *,
+    num_classes: int | None = None,
+    positive_size: bool = False,
 ) -> None:
     """Validate the ground truth of one batch against the contract.
 
@@ -172,21 +140,20 @@ def check_targets(
             ``"labels"`` [G_i] int64; other keys are ignored.
         batch_size: the number of images B.
         num_classes: K, if known; labels must then be below it.
+        positive_size: also refuse zero-width or zero-height boxes (a detector that regresses
+            towards them would take ``log(0)``).
 
     Raises:
         TypeError: if ``targets`` is not a list of dicts, boxes are not floating or labels not int64.
         ValueError: on a wrong length, a missing key, a wrong shape, NaN/inf, x2 < x1 or y2 < y1,
-            or a label outside 0..K-1. The message names the offending ``targets[i][key]``.
+            or a label outside 0..K-1. The message names the offending ``targets[i][key]``
+            (:func:`coursepkg.ops.validation.check_target`, the one target check of the course).
 
     Chapter: book/training (section "The detector contract").
     """
     _check_batch_list("targets", targets, batch_size)
     for i, target in enumerate(targets):
-        _check_keys(f"targets[{i}]", target, ("boxes", "labels"))
-        _check_box_tensor(f"targets[{i}]['boxes']", target["boxes"])
-        _check_labels(
-            f"targets[{i}]['labels']", target["labels"], len(target["boxes"]), num_classes
-        )
+        check_target(target, f"targets[{i}]", num_classes=num_classes, positive_size=positive_size)
 
 
 def check_detections(
@@ -211,23 +178,17 @@ def check_detections(
     _check_batch_list("detections", detections, batch_size)
     for i, det in enumerate(detections):
         name = f"detections[{i}]"
-        _check_keys(name, det, ("boxes", "scores", "labels"))
-        _check_box_tensor(f"{name}['boxes']", det["boxes"])
+        missing = [
+            k for k in ("boxes", "scores", "labels") if isinstance(det, Mapping) and k not in det
+        ]
+        if missing:
+            raise ValueError(f"{name} is missing key(s) {missing}; it has {sorted(det)}")
+        check_target(det, name, num_classes=num_classes)  # boxes and labels
         count = det["boxes"].shape[0]
-        scores = det["scores"]
-        if not isinstance(scores, Tensor):
-            raise TypeError(f"{name}['scores'] must be a torch.Tensor, got {type(scores).__name__}")
-        if scores.dim() != 1 or scores.shape[0] != count:
-            raise ValueError(
-                f"{name}['scores'] must be [{count}] (one score per box), got {list(scores.shape)}"
-            )
-        if not scores.is_floating_point():
-            raise TypeError(f"{name}['scores'] must be a floating tensor, got {scores.dtype}")
-        if not torch.isfinite(scores).all():
-            raise ValueError(f"{name}['scores'] contains NaN or inf")
+        scores = check_tensor(det["scores"], f"{name}['scores']", shape=(count,), dtype="float")
+        check_finite(scores, f"{name}['scores']")
         if (scores[1:] > scores[:-1]).any():
             raise ValueError(f"{name}['scores'] must be sorted in decreasing order")
-        _check_labels(f"{name}['labels']", det["labels"], count, num_classes)
 
 
 def check_losses(losses: Mapping[str, Tensor], *, step: int | None = None) -> dict[str, float]:

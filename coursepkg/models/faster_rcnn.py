@@ -270,10 +270,8 @@ class FasterRCNN(Detector):
         c = self.config
         check_images(images)
         batch, image_size = images.shape[0], tuple(images.shape[-2:])
-        check_targets(targets, batch, num_classes=c.num_classes)
+        check_targets(targets, batch, num_classes=c.num_classes, positive_size=True)
         gt_boxes = [t["boxes"].to(images.dtype) for t in targets]
-        for i, boxes in enumerate(gt_boxes):
-            _check_positive_size(boxes, f"targets[{i}]['boxes']")
 
         features = self(images)  # [B, C, h, w]
         rpn = self.rpn(features, image_size)
@@ -349,15 +347,4 @@ class FasterRCNN(Detector):
             detections_per_img=c.detections_per_img,
             min_size=c.min_box_size,
             weights=c.box_weights,
-        )
-
-
-def _check_positive_size(boxes: Tensor, name: str) -> None:
-    """A zero-width ground truth has no regression target (log 0): refuse it by name."""
-    wh = boxes[:, 2:] - boxes[:, :2]  # [G, 2]
-    if bool((wh <= 0).any()):
-        row = int(torch.nonzero((wh <= 0).any(dim=1))[0, 0])
-        raise ValueError(
-            f"{name} must have positive widths and heights (drop zero-area boxes first), "
-            f"row {row} is {boxes[row].tolist()}"
         )

@@ -50,7 +50,13 @@ from coursepkg.ops.box_coding import decode_boxes, encode_boxes
 from coursepkg.ops.boxes import box_iou, clip_boxes_to_image
 from coursepkg.ops.labels import to_softmax_labels
 from coursepkg.ops.nms import batched_nms
-from coursepkg.ops.validation import check_boxes
+from coursepkg.ops.validation import (
+    check_boxes,
+    check_int,
+    check_labels,
+    check_number,
+    check_positive_size,
+)
 
 # Per-class SVM labels, the same encoding as coursepkg.models.assignment for anchors.
 POSITIVE, NEGATIVE, IGNORED = 1, 0, -1
@@ -347,7 +353,7 @@ def finetune_labels(
     """
     check_boxes(proposals, "proposals")
     check_boxes(gt_boxes, "gt_boxes")
-    _check_gt_labels(gt_labels, gt_boxes)
+    check_labels(gt_labels, "gt_labels", gt_boxes.shape[0])
     labels = torch.zeros(proposals.shape[0], dtype=torch.int64, device=proposals.device)
     if gt_boxes.shape[0] == 0 or proposals.shape[0] == 0:
         return labels
@@ -355,19 +361,6 @@ def finetune_labels(
     fg = best_iou >= fg_iou
     labels[fg] = to_softmax_labels(gt_labels[best_gt[fg]])
     return labels
-
-
-def _check_gt_labels(gt_labels: object, gt_boxes: Tensor) -> None:
-    if not isinstance(gt_labels, Tensor):
-        raise TypeError(f"gt_labels must be a torch.Tensor, got {type(gt_labels).__name__}")
-    if gt_labels.dtype != torch.int64:
-        raise TypeError(f"gt_labels must be int64 (labels 0..K-1), got {gt_labels.dtype}")
-    if tuple(gt_labels.shape) != (gt_boxes.shape[0],):
-        raise ValueError(
-            f"gt_labels must be [{gt_boxes.shape[0]}] (one per box), got {list(gt_labels.shape)}"
-        )
-    if gt_labels.numel() and int(gt_labels.min()) < 0:
-        raise ValueError(f"gt_labels must be >= 0, got {int(gt_labels.min())}")
 
 
 def train_region_net(
@@ -546,9 +539,8 @@ def svm_labels(
     """
     check_boxes(boxes, "boxes")
     check_boxes(gt_boxes, "gt_boxes")
-    _check_gt_labels(gt_labels, gt_boxes)
-    if num_classes < 1 or (gt_labels.numel() and int(gt_labels.max()) >= num_classes):
-        raise ValueError(f"gt_labels must be < num_classes={num_classes} and num_classes >= 1")
+    num_classes = check_int(num_classes, "num_classes", low=1)
+    check_labels(gt_labels, "gt_labels", gt_boxes.shape[0], num_classes=num_classes)
     labels = torch.full(
         (boxes.shape[0], num_classes), NEGATIVE, dtype=torch.int64, device=boxes.device
     )
@@ -863,7 +855,7 @@ def select_box_regression_pairs(
     """
     check_boxes(proposals, "proposals")
     check_boxes(gt_boxes, "gt_boxes")
-    _check_gt_labels(gt_labels, gt_boxes)
+    check_labels(gt_labels, "gt_labels", gt_boxes.shape[0])
     if gt_boxes.shape[0] == 0 or proposals.shape[0] == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=proposals.device)
         return RegressionPairs(empty, proposals.new_zeros((0, 4)), empty)
@@ -923,10 +915,8 @@ def fit_box_regressor(
             f"features, proposals and gt_boxes must have the same length, got {num}, "
             f"{proposals.shape[0]} and {gt_boxes.shape[0]}"
         )
-    if not lam >= 0:
-        raise ValueError(f"lam must be >= 0, got {lam}")
-    if bool(((gt_boxes[:, 2:] - gt_boxes[:, :2]) <= 0).any()):
-        raise ValueError("gt_boxes must have positive width and height (t_w = log(g_w / p_w))")
+    lam = check_number(lam, "lam", low=0.0)
+    check_positive_size(gt_boxes, "gt_boxes")  # t_w = log(g_w / p_w)
     if num == 0:
         return BoxRegressor(features.new_zeros((dim, 4)), features.new_zeros(4))
     x = features.double()

@@ -39,12 +39,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from coursepkg.models.assignment import match_anchors, sample_balanced
-from coursepkg.ops.box_coding import decode_boxes, encode_boxes
-from coursepkg.ops.boxes import box_iou, clip_boxes_to_image, remove_small_boxes
+from coursepkg.models.assignment import _match_anchors, _sample_balanced
+from coursepkg.ops.box_coding import _check_weights, _decode_boxes, _encode_boxes
+from coursepkg.ops.boxes import _clip_boxes_to_image, _remove_small_boxes, box_iou
 from coursepkg.ops.labels import to_softmax_labels
 from coursepkg.ops.nms import batched_nms
-from coursepkg.ops.validation import check_boxes
+from coursepkg.ops.validation import (
+    check_boxes,
+    check_finite,
+    check_image_size,
+    check_int,
+    check_labels,
+    check_number,
+    check_positive_size,
+    check_probability,
+    check_tensor,
+)
 
 #: torchvision's ``bbox_reg_weights`` default for the second stage.
 ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -139,16 +149,12 @@ def sample_rois(
     """
     check_boxes(proposals, "proposals")
     check_boxes(gt_boxes, "gt_boxes")
-    _check_gt_labels(gt_labels, gt_boxes)
-    if not 0.0 < fg_iou_thresh <= 1.0:
-        raise ValueError(f"fg_iou_thresh must be in (0, 1], got {fg_iou_thresh}")
-    gt_wh = gt_boxes[:, 2:] - gt_boxes[:, :2]  # [G, 2]
-    if bool((gt_wh <= 0).any()):
-        row = int(torch.nonzero((gt_wh <= 0).any(dim=1))[0, 0])
-        raise ValueError(
-            f"gt_boxes must have positive width and height (log(0) has no regression target), "
-            f"row {row} is {gt_boxes[row].tolist()}"
-        )
+    check_labels(gt_labels, "gt_labels", gt_boxes.shape[0])
+    check_positive_size(gt_boxes, "gt_boxes")
+    num_samples = check_int(num_samples, "num_samples", low=0)
+    positive_fraction = check_probability(positive_fraction, "positive_fraction")
+    fg_iou_thresh = check_number(fg_iou_thresh, "fg_iou_thresh", low=0.0, high=1.0, low_open=True)
+    weights = _check_weights(weights)
     with torch.no_grad():
         gt_boxes = gt_boxes.to(proposals.dtype)
         if add_gt_boxes:
@@ -160,9 +166,9 @@ def sample_rois(
             fg_bg = proposals.new_zeros(num, dtype=torch.int64)
         else:
             # Equal thresholds: nothing is ignored; no low-quality matches in the second stage.
-            match = match_anchors(box_iou(gt_boxes, proposals), fg_iou_thresh, fg_iou_thresh, False)
+            match = _match_anchors(box_iou(gt_boxes, proposals), fg_iou_thresh, fg_iou_thresh, False)
             matched_gt, fg_bg = match.matched_gt.clamp(min=0), match.labels
-        pos_idx, neg_idx = sample_balanced(fg_bg, num_samples, positive_fraction, generator)
+        pos_idx, neg_idx = _sample_balanced(fg_bg, num_samples, positive_fraction, generator)
         keep = torch.cat([pos_idx, neg_idx])  # [S]
         labels = torch.zeros(keep.shape[0], dtype=torch.int64, device=proposals.device)
         if gt_boxes.shape[0] > 0:
@@ -171,19 +177,8 @@ def sample_rois(
         else:
             reference = proposals[keep]  # background only: any finite target will do
         sampled = proposals[keep]
-        targets = encode_boxes(reference, sampled, weights)  # [S, 4]
+        targets = _encode_boxes(reference, sampled, weights)  # [S, 4]
     return RoISample(sampled, labels, targets, matched_gt[keep])
-
-
-def _check_gt_labels(gt_labels: Tensor, gt_boxes: Tensor) -> None:
-    if not isinstance(gt_labels, Tensor):
-        raise TypeError(f"gt_labels must be a torch.Tensor, got {type(gt_labels).__name__}")
-    if gt_labels.dtype != torch.int64:
-        raise TypeError(f"gt_labels must be int64 (labels 0..K-1), got {gt_labels.dtype}")
-    if gt_labels.shape != (gt_boxes.shape[0],):
-        raise ValueError(
-            f"gt_labels must be [{gt_boxes.shape[0]}] (one per box), got {list(gt_labels.shape)}"
-        )
 
 
 class FastRCNNHead(nn.Module):
@@ -273,24 +268,22 @@ def fastrcnn_loss(
 
     Chapter: book/07_faster_rcnn (section "The Fast R-CNN loss").
     """
-    if class_logits.dim() != 2 or class_logits.shape[1] < 2:
+    check_tensor(class_logits, "class_logits", shape=("N", "K + 1"), dtype="float")
+    if class_logits.shape[1] < 2:
         raise ValueError(f"class_logits must be [N, K + 1] with K >= 1, got {list(class_logits.shape)}")
     num, num_classes = class_logits.shape
-    if box_regression.shape != (num, 4 * num_classes):
-        raise ValueError(
-            f"box_regression must be [{num}, {4 * num_classes}], got {list(box_regression.shape)}"
-        )
-    if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
-        raise TypeError(f"labels must be an int64 tensor, got {getattr(labels, 'dtype', type(labels))}")
-    if labels.shape != (num,):
-        raise ValueError(f"labels must be [{num}], got {list(labels.shape)}")
-    if regression_targets.shape != (num, 4):
-        raise ValueError(f"regression_targets must be [{num}, 4], got {list(regression_targets.shape)}")
+    check_tensor(box_regression, "box_regression", shape=(num, 4 * num_classes), dtype="float")
+    check_tensor(labels, "labels", shape=(num,), dtype=torch.int64)
+    check_tensor(regression_targets, "regression_targets", shape=(num, 4), dtype="float")
+    beta = check_number(beta, "beta", low=0.0)
     if num == 0:
         zero = class_logits.sum() + box_regression.sum()  # 0, but keeps the graph connected
         return FastRCNNLoss(zero, zero)
     if bool(((labels < 0) | (labels >= num_classes)).any()):
-        raise ValueError(f"labels must be in 0..{num_classes - 1} (0 = background)")
+        raise ValueError(
+            f"labels must be in 0..{num_classes - 1} (0 = background), got min "
+            f"{int(labels.min())} and max {int(labels.max())}"
+        )
 
     classification = F.cross_entropy(class_logits, labels)
     fg = torch.nonzero(labels > 0).flatten()  # [F]
@@ -337,32 +330,42 @@ def postprocess_detections(
         ``{"boxes": [D, 4], "scores": [D], "labels": [D] int64 in 0..K-1}``, scores decreasing.
 
     Raises:
-        ValueError: on inconsistent shapes.
+        TypeError, ValueError: on inconsistent shapes, NaN or inf in the head's outputs, or a
+            threshold, size or count outside its range.
 
     Chapter: book/07_faster_rcnn (section "From scores to detections").
     """
     check_boxes(proposals, "proposals")
     num = proposals.shape[0]
-    if class_logits.dim() != 2 or class_logits.shape[0] != num or class_logits.shape[1] < 2:
+    check_tensor(class_logits, "class_logits", shape=(num, "K + 1"), dtype="float")
+    if class_logits.shape[1] < 2:
         raise ValueError(f"class_logits must be [{num}, K + 1] with K >= 1, got {list(class_logits.shape)}")
     num_classes = class_logits.shape[1]
-    if box_regression.shape != (num, 4 * num_classes):
-        raise ValueError(
-            f"box_regression must be [{num}, {4 * num_classes}], got {list(box_regression.shape)}"
-        )
-    if detections_per_img < 0:
-        raise ValueError(f"detections_per_img must be >= 0, got {detections_per_img}")
+    check_tensor(box_regression, "box_regression", shape=(num, 4 * num_classes), dtype="float")
+    # One host sync for both; NaN scores would otherwise be dropped by the threshold in silence.
+    if not bool(torch.isfinite(class_logits).all() & torch.isfinite(box_regression).all()):
+        check_finite(class_logits, "class_logits")
+        check_finite(box_regression, "box_regression")
+    image_size = check_image_size(image_size)
+    score_thresh = check_probability(score_thresh, "score_thresh")
+    nms_thresh = check_probability(nms_thresh, "nms_thresh")
+    detections_per_img = check_int(detections_per_img, "detections_per_img", low=0)
+    min_size = check_number(min_size, "min_size", low=0.0)
+    weights = _check_weights(weights)
 
+    # Checked once above; the steps below call the unchecked cores.
     scores = F.softmax(class_logits, dim=-1)[:, 1:]  # [R, K], background dropped
-    boxes = decode_boxes(box_regression, proposals, weights).reshape(num, num_classes, 4)
-    boxes = clip_boxes_to_image(boxes[:, 1:].reshape(-1, 4), image_size)  # [R * K, 4]
+    boxes = _decode_boxes(box_regression, proposals.to(box_regression.dtype), weights)
+    boxes = boxes.reshape(num, num_classes, 4)
+    boxes = _clip_boxes_to_image(boxes[:, 1:].reshape(-1, 4), image_size)  # [R * K, 4]
     labels = torch.arange(num_classes - 1, device=scores.device).repeat(num)  # [R * K]: 0..K-1
     scores = scores.reshape(-1)  # [R * K], row-major like boxes and labels
 
     keep = torch.nonzero(scores > score_thresh).flatten()
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    keep = remove_small_boxes(boxes, min_size)
+    keep = _remove_small_boxes(boxes, min_size)
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    # TODO(merge): the unchecked core of the rewritten ops/nms.py goes here.
     keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]  # scores decreasing
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 

@@ -38,7 +38,6 @@ Chapter: book/07_faster_rcnn (section "The region proposal network").
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -46,11 +45,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from coursepkg.models.assignment import match_anchors, sample_balanced
-from coursepkg.ops.box_coding import decode_boxes, encode_boxes
-from coursepkg.ops.boxes import box_iou, clip_boxes_to_image, remove_small_boxes
+from coursepkg.models.assignment import _match_anchors, _sample_balanced
+from coursepkg.ops.box_coding import _decode_boxes, _encode_boxes
+from coursepkg.ops.boxes import _clip_boxes_to_image, _remove_small_boxes, box_iou
 from coursepkg.ops.nms import nms
-from coursepkg.ops.validation import check_boxes, check_image_size
+from coursepkg.ops.validation import (
+    check_boxes,
+    check_finite,
+    check_image_size,
+    check_int,
+    check_number,
+    check_probability,
+    check_tensor,
+)
 
 NORMALIZATIONS = ("paper", "notes", "torchvision")
 # λ and smooth-L1 β of each normalisation (see the module docstring).
@@ -82,10 +89,8 @@ class RPNHead(nn.Module):
 
     def __init__(self, in_channels: int, num_anchors: int) -> None:
         super().__init__()
-        if in_channels <= 0 or num_anchors <= 0:
-            raise ValueError(
-                f"in_channels and num_anchors must be positive, got {in_channels} and {num_anchors}"
-            )
+        in_channels = check_int(in_channels, "in_channels", low=1)
+        num_anchors = check_int(num_anchors, "num_anchors", low=1)
         self.conv = nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1)
         self.cls_logits = nn.Conv2d(in_channels, num_anchors, kernel_size=1)
         self.bbox_pred = nn.Conv2d(in_channels, 4 * num_anchors, kernel_size=1)
@@ -95,10 +100,8 @@ class RPNHead(nn.Module):
 
     def forward(self, features: Tensor) -> RPNHeadOutput:
         """[N, C, H, W] features -> objectness [N, A, H, W] and deltas [N, 4A, H, W]."""
-        if features.dim() != 4 or features.shape[1] != self.conv.in_channels:
-            raise ValueError(
-                f"features must be [N, {self.conv.in_channels}, H, W], got {list(features.shape)}"
-            )
+        channels = self.conv.in_channels
+        check_tensor(features, "features", shape=("N", channels, "H", "W"), dtype="float")
         hidden = F.relu(self.conv(features))
         return RPNHeadOutput(self.cls_logits(hidden), self.bbox_pred(hidden))
 
@@ -119,11 +122,8 @@ def flatten_predictions(objectness: Tensor, deltas: Tensor) -> tuple[Tensor, Ten
 
     Chapter: book/07_faster_rcnn (section "The region proposal network").
     """
-    if objectness.dim() != 4 or deltas.dim() != 4:
-        raise ValueError(
-            f"objectness and deltas must be [N, A, H, W] and [N, 4A, H, W], "
-            f"got {list(objectness.shape)} and {list(deltas.shape)}"
-        )
+    check_tensor(objectness, "objectness", shape=("N", "A", "H", "W"))
+    check_tensor(deltas, "deltas", shape=("N", "4A", "H", "W"))
     n, a, h, w = objectness.shape
     if deltas.shape != (n, 4 * a, h, w):
         raise ValueError(f"deltas must be [{n}, {4 * a}, {h}, {w}], got {list(deltas.shape)}")
@@ -186,7 +186,8 @@ def rpn_loss(
 
     Raises:
         ValueError: on unknown ``normalization``, mismatched shapes, labels outside {-1, 0, 1},
-            a missing or non-positive ``num_locations`` in paper mode, or negative λ / β.
+            a missing or non-positive ``num_locations`` in paper mode, or a λ / β that is not a
+            finite number >= 0.
         TypeError: if a float input is not floating point.
 
     Chapter: book/07_faster_rcnn (section "The RPN loss").
@@ -194,15 +195,13 @@ def rpn_loss(
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     default_lambda, default_beta = _DEFAULTS[normalization]
-    lambda_ = default_lambda if lambda_ is None else float(lambda_)
-    beta = default_beta if beta is None else float(beta)
-    if lambda_ < 0 or beta < 0:
-        raise ValueError(f"lambda_ and beta must be >= 0, got {lambda_} and {beta}")
+    lambda_ = default_lambda if lambda_ is None else check_number(lambda_, "lambda_", low=0.0)
+    beta = default_beta if beta is None else check_number(beta, "beta", low=0.0)
     _check_loss_inputs(objectness, deltas, labels, target_deltas)
-    if normalization == "paper" and (num_locations is None or num_locations <= 0):
-        raise ValueError(
-            f"normalization='paper' needs num_locations > 0 (N_reg), got {num_locations}"
-        )
+    if normalization == "paper":
+        if num_locations is None:
+            raise ValueError("normalization='paper' needs num_locations > 0 (N_reg), got None")
+        num_locations = check_int(num_locations, "num_locations", low=1)
 
     sampled = labels >= 0
     positive = labels == 1
@@ -228,27 +227,11 @@ def rpn_loss(
 def _check_loss_inputs(
     objectness: Tensor, deltas: Tensor, labels: Tensor, target_deltas: Tensor
 ) -> None:
-    for name, t in (
-        ("objectness", objectness),
-        ("deltas", deltas),
-        ("target_deltas", target_deltas),
-    ):
-        if not isinstance(t, Tensor) or not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got {_shape(t)}")
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-    if objectness.dim() != 1:
-        raise ValueError(f"objectness must be [M], got {list(objectness.shape)}")
+    check_tensor(objectness, "objectness", shape=("M",), dtype="float")
     m = objectness.shape[0]
-    for name, t, shape in (
-        ("deltas", deltas, (m, 4)),
-        ("labels", labels, (m,)),
-        ("target_deltas", target_deltas, (m, 4)),
-    ):
-        if tuple(t.shape) != shape:
-            raise ValueError(
-                f"{name} must be {list(shape)} for M = {m} anchors, got {list(t.shape)}"
-            )
+    check_tensor(deltas, "deltas", shape=(m, 4), dtype="float")
+    check_tensor(labels, "labels", shape=(m,))  # float labels too, as torchvision passes them
+    check_tensor(target_deltas, "target_deltas", shape=(m, 4), dtype="float")
     if not ((labels == 1) | (labels == 0) | (labels == -1)).all():
         raise ValueError("labels must only contain 1 (positive), 0 (negative) and -1 (not sampled)")
 
@@ -298,45 +281,40 @@ def generate_proposals(
         ``Proposals(boxes [R, 4], scores [R])`` with ``R <= post_nms_top_n``, by decreasing score.
 
     Raises:
-        TypeError, ValueError: on mismatched shapes, invalid anchors or image size, non-positive
-            top-n values or thresholds outside their ranges.
+        TypeError, ValueError: on mismatched shapes, invalid anchors or image size, NaN or inf in
+            ``objectness`` or ``deltas``, non-positive top-n values or thresholds outside their
+            ranges.
 
     Chapter: book/07_faster_rcnn (section "From anchors to proposals").
     """
     check_boxes(anchors, "anchors")
     image_size = check_image_size(image_size)
     num = anchors.shape[0]
-    for name, t, shape in (("objectness", objectness, (num,)), ("deltas", deltas, (num, 4))):
-        if not isinstance(t, Tensor) or not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got {_shape(t)}")
-        if tuple(t.shape) != shape:
-            raise ValueError(
-                f"{name} must be {list(shape)} for A = {num} anchors, got {list(t.shape)}"
-            )
-    for name, value in (("pre_nms_top_n", pre_nms_top_n), ("post_nms_top_n", post_nms_top_n)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not 0.0 <= nms_thresh <= 1.0:
-        raise ValueError(f"nms_thresh must be in [0, 1], got {nms_thresh}")
-    if not (math.isfinite(min_size) and min_size >= 0):
-        raise ValueError(f"min_size must be a finite number >= 0, got {min_size}")
+    check_tensor(objectness, "objectness", shape=(num,), dtype="float")
+    check_tensor(deltas, "deltas", shape=(num, 4), dtype="float")
+    # One host sync for both; a NaN logit would otherwise sort anywhere and vanish in silence.
+    if not bool(torch.isfinite(objectness).all() & torch.isfinite(deltas).all()):
+        check_finite(objectness, "objectness")
+        check_finite(deltas, "deltas")
+    pre_nms_top_n = check_int(pre_nms_top_n, "pre_nms_top_n", low=1)
+    post_nms_top_n = check_int(post_nms_top_n, "post_nms_top_n", low=1)
+    nms_thresh = check_probability(nms_thresh, "nms_thresh")
+    min_size = check_number(min_size, "min_size", low=0.0)
+    score_thresh = check_probability(score_thresh, "score_thresh")
 
+    # Checked once above; the steps below call the unchecked cores (each check is a host sync).
     with torch.no_grad():
         top = objectness.topk(min(pre_nms_top_n, num)).indices  # [k] by decreasing logit
-        boxes = decode_boxes(deltas[top], anchors[top].to(deltas.dtype))  # [k, 4]
+        boxes = _decode_boxes(deltas[top], anchors[top].to(deltas.dtype))  # [k, 4]
         scores = torch.sigmoid(objectness[top])  # [k]
-        boxes = clip_boxes_to_image(boxes, image_size)
-        keep = remove_small_boxes(boxes, min_size)
+        boxes = _clip_boxes_to_image(boxes, image_size)
+        keep = _remove_small_boxes(boxes, min_size)
         boxes, scores = boxes[keep], scores[keep]
         keep = torch.nonzero(scores >= score_thresh).flatten()
         boxes, scores = boxes[keep], scores[keep]
+        # TODO(merge): the unchecked _nms_core of the rewritten ops/nms.py goes here.
         keep = nms(boxes, scores, nms_thresh)[:post_nms_top_n]
     return Proposals(boxes[keep], scores[keep])
-
-
-def _shape(t: object) -> str:
-    """How an argument looks, for error messages: its shape and dtype, or its type."""
-    return f"{list(t.shape)} {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
 
 
 class RPNTargets(NamedTuple):
@@ -393,14 +371,24 @@ def assign_rpn_targets(
     """
     check_boxes(anchors, "anchors")
     check_boxes(gt_boxes, "gt_boxes")
+    fg_iou_thresh = check_probability(fg_iou_thresh, "fg_iou_thresh")
+    bg_iou_thresh = check_probability(bg_iou_thresh, "bg_iou_thresh")
+    if bg_iou_thresh > fg_iou_thresh:
+        raise ValueError(
+            f"bg_iou_thresh must be <= fg_iou_thresh, got {bg_iou_thresh} > {fg_iou_thresh}"
+        )
+    num_samples = check_int(num_samples, "num_samples", low=0)
+    positive_fraction = check_probability(positive_fraction, "positive_fraction")
     with torch.no_grad():
         gt_boxes = gt_boxes.to(anchors.dtype)
-        match = match_anchors(box_iou(gt_boxes, anchors), fg_iou_thresh, bg_iou_thresh, True)
-        pos_idx, neg_idx = sample_balanced(match.labels, num_samples, positive_fraction, generator)
+        match = _match_anchors(box_iou(gt_boxes, anchors), fg_iou_thresh, bg_iou_thresh, True)
+        pos_idx, neg_idx = _sample_balanced(match.labels, num_samples, positive_fraction, generator)
         labels = torch.full_like(match.labels, -1)
         labels[pos_idx] = 1
         labels[neg_idx] = 0
         target_deltas = anchors.new_zeros(anchors.shape)  # [N, 4]
         if pos_idx.numel() > 0:
-            target_deltas[pos_idx] = encode_boxes(gt_boxes[match.matched_gt[pos_idx]], anchors[pos_idx])
+            target_deltas[pos_idx] = _encode_boxes(
+                gt_boxes[match.matched_gt[pos_idx]], anchors[pos_idx], (1.0, 1.0, 1.0, 1.0)
+            )
     return RPNTargets(labels, target_deltas)

@@ -44,18 +44,18 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from coursepkg.ops.validation import check_boxes
+from coursepkg.ops.validation import check_boxes, check_finite, check_number, check_tensor
 
 # torchvision's default: exp(d_w) is capped at 1000 / 16, i.e. a box never grows more than 62.5x.
 DEFAULT_BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 
 
 def _check_weights(weights: Sequence[float]) -> tuple[float, float, float, float]:
-    if len(weights) != 4:
-        raise ValueError(f"weights must have 4 values (w_x, w_y, w_w, w_h), got {len(weights)}")
-    if any(float(w) <= 0 for w in weights):
-        raise ValueError(f"weights must be positive, got {tuple(weights)}")
-    return tuple(float(w) for w in weights)  # type: ignore[return-value]
+    if not isinstance(weights, Sequence) or len(weights) != 4:
+        raise ValueError(f"weights must be 4 numbers (w_x, w_y, w_w, w_h), got {weights!r}")
+    return tuple(  # type: ignore[return-value]
+        check_number(w, f"weights[{i}]", low=0.0, low_open=True) for i, w in enumerate(weights)
+    )
 
 
 def _centres_and_sizes(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -88,7 +88,8 @@ def encode_boxes(
 
     Raises:
         TypeError: if a box tensor is not floating point.
-        ValueError: on wrong shapes, different N, NaN/inf, x2 < x1 or y2 < y1, or bad weights.
+        ValueError: on wrong shapes, different N, NaN/inf, x2 < x1 or y2 < y1, or weights that
+            are not finite positive numbers.
 
     Chapter: book/05_rcnn (section "Bounding-box regression").
     """
@@ -99,7 +100,14 @@ def encode_boxes(
             "reference_boxes and proposals must have the same length, "
             f"got {reference_boxes.shape[0]} and {proposals.shape[0]}"
         )
-    w_x, w_y, w_w, w_h = _check_weights(weights)
+    return _encode_boxes(reference_boxes, proposals, _check_weights(weights))
+
+
+def _encode_boxes(
+    reference_boxes: Tensor, proposals: Tensor, weights: tuple[float, float, float, float]
+) -> Tensor:
+    """:func:`encode_boxes` without the checks, for callers that validated their inputs."""
+    w_x, w_y, w_w, w_h = weights
     proposals = proposals.to(reference_boxes.dtype)
 
     g_x, g_y, g_w, g_h = _centres_and_sizes(reference_boxes)
@@ -140,26 +148,34 @@ def decode_boxes(
 
     Raises:
         TypeError: if ``deltas`` or ``boxes`` is not floating point.
-        ValueError: on wrong shapes, different N, NaN in ``deltas``, NaN/inf or x2 < x1 in
-            ``boxes``, or bad weights.
+        ValueError: on wrong shapes, different N, NaN or inf in ``deltas``, NaN/inf or x2 < x1
+            in ``boxes``, weights that are not finite positive numbers, or a ``bbox_xform_clip``
+            that is not a finite positive number.
 
     Chapter: book/05_rcnn (section "Bounding-box regression"); book/07_faster_rcnn (proposals).
     """
     check_boxes(boxes, "boxes")
-    if not isinstance(deltas, Tensor):
-        raise TypeError(f"deltas must be a torch.Tensor, got {type(deltas).__name__}")
+    check_tensor(deltas, "deltas", dtype="float")
     if deltas.dim() != 2 or deltas.shape[1] == 0 or deltas.shape[1] % 4 != 0:
         raise ValueError(f"deltas must be [N, 4 * C] with C >= 1, got {list(deltas.shape)}")
-    if not deltas.is_floating_point():
-        raise TypeError(f"deltas must be a floating tensor, got {deltas.dtype}")
     if deltas.shape[0] != boxes.shape[0]:
         raise ValueError(
             f"deltas and boxes must have the same length, got {deltas.shape[0]} and {boxes.shape[0]}"
         )
-    if torch.isnan(deltas).any():
-        raise ValueError("deltas contains NaN")
-    w_x, w_y, w_w, w_h = _check_weights(weights)
+    check_finite(deltas, "deltas")
+    weights = _check_weights(weights)
+    bbox_xform_clip = check_number(bbox_xform_clip, "bbox_xform_clip", low=0.0, low_open=True)
+    return _decode_boxes(deltas, boxes, weights, bbox_xform_clip)
 
+
+def _decode_boxes(
+    deltas: Tensor,
+    boxes: Tensor,
+    weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+    bbox_xform_clip: float = DEFAULT_BBOX_XFORM_CLIP,
+) -> Tensor:
+    """:func:`decode_boxes` without the checks, for callers that validated their inputs."""
+    w_x, w_y, w_w, w_h = weights
     p_x, p_y, p_w, p_h = (v[:, None] for v in _centres_and_sizes(boxes.to(deltas.dtype)))  # [N, 1]
     d_x = deltas[:, 0::4] / w_x  # [N, C]
     d_y = deltas[:, 1::4] / w_y

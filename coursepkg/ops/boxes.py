@@ -17,13 +17,12 @@ Chapter: book/02_boxes_iou
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from coursepkg.ops.validation import as_int, check_boxes, check_image_size
+from coursepkg.ops.validation import as_int, check_boxes, check_image_size, check_number
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 
@@ -139,13 +138,14 @@ def convert_to_absolute_values(
 
     Args:
         size: ``(width, height)`` in pixels, positive integers.
-        box: relative ``(cx, cy, w, h)``, four finite numbers.
+        box: relative ``(cx, cy, w, h)``, four finite numbers, ``w, h >= 0``.
 
     Returns:
         ``(x_in, y_in, x_end, y_end)`` as Python ints.
 
     Raises:
-        TypeError, ValueError: for a malformed ``size`` or ``box``.
+        TypeError, ValueError: for a malformed ``size`` or ``box`` (NaN, inf, a negative width or
+            height).
 
     Chapter: book/02_boxes_iou
     """
@@ -156,11 +156,11 @@ def convert_to_absolute_values(
     width, height = as_int(width, "size", size), as_int(height, "size", size)
     if width <= 0 or height <= 0:
         raise ValueError(f"size must be positive (width, height), got {(width, height)}")
-    if len(box) != 4:
-        raise ValueError(f"box must have 4 values (cx, cy, w, h), got {len(box)}")
-    cx, cy, w, h = (float(v) for v in box)
-    if not all(math.isfinite(v) for v in (cx, cy, w, h)):
-        raise ValueError(f"box must be finite, got {tuple(box)}")
+    if not isinstance(box, Sequence | Tensor) or len(box) != 4:
+        raise ValueError(f"box must be 4 numbers (cx, cy, w, h), got {box!r}")
+    cx, cy = (check_number(v, f"box[{i}]") for i, v in enumerate(box[:2]))
+    # A negative width would give x_end < x_in: an inverted box, not an error, without this.
+    w, h = (check_number(v, f"box[{i}]", low=0.0) for i, v in zip((2, 3), box[2:], strict=True))
     x_in = round((2 * cx - w) * width / 2)
     y_in = round((2 * cy - h) * height / 2)
     x_end = x_in + round(w * width)
@@ -284,7 +284,12 @@ def clip_boxes_to_image(boxes: Tensor, image_size: Sequence[int]) -> Tensor:
     Chapter: book/02_boxes_iou
     """
     check_boxes(boxes)
-    height, width = check_image_size(image_size)
+    return _clip_boxes_to_image(boxes, check_image_size(image_size))
+
+
+def _clip_boxes_to_image(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """:func:`clip_boxes_to_image` without the checks, for callers that validated their inputs."""
+    height, width = image_size
     x = boxes[:, 0::2].clamp(min=0, max=width)  # [N, 2]: x1, x2
     y = boxes[:, 1::2].clamp(min=0, max=height)  # [N, 2]: y1, y2
     return torch.stack((x[:, 0], y[:, 0], x[:, 1], y[:, 1]), dim=1)
@@ -306,7 +311,10 @@ def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
     Chapter: book/02_boxes_iou
     """
     check_boxes(boxes)
-    if not math.isfinite(min_size) or min_size < 0:
-        raise ValueError(f"min_size must be a finite number >= 0, got {min_size}")
+    return _remove_small_boxes(boxes, check_number(min_size, "min_size", low=0.0))
+
+
+def _remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
+    """:func:`remove_small_boxes` without the checks, for callers that validated their inputs."""
     wh = boxes[:, 2:] - boxes[:, :2]  # [N, 2]
     return torch.nonzero((wh >= min_size).all(dim=1)).flatten()

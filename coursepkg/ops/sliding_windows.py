@@ -10,7 +10,8 @@ Shapes used in this module:
 * ``image_size`` and ``window_size``: ``(height, width)`` in pixels.
 * ``step``: an int (same step in both directions) or ``(step_y, step_x)``.
 * windows: ``[N, 4]`` float xyxy boxes, row-major (left to right, then top to bottom).
-* images: ``[C, H, W]`` floating-point tensors.
+* images: ``[C, H, W]`` floating-point tensors with values in ``[0, 1]`` (the datasets' convention;
+  a uint8 image in ``0..255`` converts with ``image.float() / 255``).
 
 Chapter: book/01_sliding_windows
 """
@@ -83,6 +84,17 @@ def window_positions(length: int, window: int, step: int) -> list[int]:
     return list(range(0, length - window + 1, step))
 
 
+def _num_positions(length: int, window: int, step: int) -> int:
+    """``len(window_positions(length, window, step))`` in closed form (checked inputs)."""
+    return (length - window) // step + 1
+
+
+def _largest_exact_integer(dtype: torch.dtype) -> int:
+    """The largest ``n`` such that every integer in ``0..n`` is exact in ``dtype`` (2048 for float16)."""
+    mantissa_bits = {torch.float16: 10, torch.bfloat16: 7, torch.float32: 23, torch.float64: 52}
+    return 2 ** (mantissa_bits.get(dtype, 52) + 1)
+
+
 def sliding_windows(
     image_size: Sequence[int],
     window_size: Sequence[int],
@@ -105,7 +117,10 @@ def sliding_windows(
         ``N = len(window_positions(H, win_h, step_y)) * len(window_positions(W, win_w, step_x))``.
 
     Raises:
-        TypeError, ValueError: as :func:`window_positions`, naming ``window_size`` or ``step``.
+        TypeError, ValueError: as :func:`window_positions`, naming ``window_size`` or ``step``;
+            ``TypeError`` if ``dtype`` is not floating point; ``ValueError`` if ``dtype`` cannot
+            hold every pixel coordinate of the image exactly (float16 holds the integers up to
+            2,048 only: a wider image would give windows that collide after rounding).
 
     Chapter: book/01_sliding_windows
     """
@@ -116,8 +131,17 @@ def sliding_windows(
         raise ValueError(
             f"window_size {(win_h, win_w)} must fit in image_size {(height, width)} (height, width)"
         )
-    ys = torch.tensor(window_positions(height, win_h, step_y), dtype=dtype, device=device)
-    xs = torch.tensor(window_positions(width, win_w, step_x), dtype=dtype, device=device)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    if max(height, width) > _largest_exact_integer(dtype):
+        raise ValueError(
+            f"dtype {dtype} holds the integers up to {_largest_exact_integer(dtype)} exactly, so "
+            f"the window coordinates of an image of size {(height, width)} would collide; "
+            "use dtype=torch.float32"
+        )
+    # Positions in int64, converted once: exact for every dtype checked above.
+    ys = torch.arange(0, height - win_h + 1, step_y, device=device).to(dtype)  # [ny]
+    xs = torch.arange(0, width - win_w + 1, step_x, device=device).to(dtype)  # [nx]
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")  # [ny, nx] each
     x1, y1 = grid_x.reshape(-1), grid_y.reshape(-1)  # [N], row-major
     return torch.stack((x1, y1, x1 + win_w, y1 + win_h), dim=1)  # [N, 4]
@@ -168,7 +192,8 @@ def image_pyramid(
     error accumulates. The pyramid stops before the first level smaller than ``min_size``.
 
     Args:
-        image: ``[C, H, W]`` floating-point image.
+        image: ``[C, H, W]`` floating-point image with values in ``[0, 1]`` (the datasets'
+            convention; convert a uint8 image with ``image.float() / 255``).
         scale: shrink factor between levels, ``> 1``.
         min_size: ``(height, width)``, the smallest level to yield (usually the window size).
 
@@ -177,9 +202,10 @@ def image_pyramid(
         ``factor = 1.0``.
 
     Raises:
-        TypeError: if ``image`` is not a floating-point tensor.
-        ValueError: if ``image`` is not ``[C, H, W]``, is smaller than ``min_size``, or
-            ``scale <= 1``.
+        TypeError: if ``image`` is not a floating-point tensor (integer images are refused rather
+            than guessed at: ``0..255`` or ``0..1``?).
+        ValueError: if ``image`` is not ``[C, H, W]``, has values outside ``[0, 1]`` (or NaN), is
+            smaller than ``min_size``, or ``scale <= 1``.
         Both are raised when the iteration starts (it is a generator).
 
     Chapter: book/01_sliding_windows
@@ -187,9 +213,19 @@ def image_pyramid(
     if not isinstance(image, Tensor):
         raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
     if not image.is_floating_point():
-        raise TypeError(f"image must be floating point, got {image.dtype}; use image.float()")
+        raise TypeError(
+            f"image must be a floating-point tensor in [0, 1], got {image.dtype}; "
+            "convert a uint8 image with image.float() / 255"
+        )
     if image.dim() != 3:
         raise ValueError(f"image must be [C, H, W], got {list(image.shape)}")
+    if image.numel() > 0:
+        low, high = torch.aminmax(image)
+        if not bool((low >= 0) & (high <= 1)):  # NaN fails both
+            raise ValueError(
+                f"image must hold values in [0, 1], got min {low.item()} and max {high.item()}; "
+                "divide a 0..255 image by 255"
+            )
     scale = _check_scale(scale)
     min_size = check_image_size(min_size, "min_size")
     height, width = image.shape[1:]
@@ -229,7 +265,8 @@ def count_windows(
     """Count the windows of a sliding-window scan over an image pyramid, without building them.
 
     Uses the same level sizes as :func:`image_pyramid` and the same positions as
-    :func:`window_positions`.
+    :func:`window_positions`, counted in closed form (``(H - h) // step + 1`` per axis), so a
+    gigapixel image answers at once.
 
     Args:
         image_size: ``(height, width)`` of the original image.
@@ -257,10 +294,9 @@ def count_windows(
         raise ValueError(f"window_size {window_size} must fit in image_size {image_size}")
     if min_size[0] < window_size[0] or min_size[1] < window_size[1]:
         raise ValueError(f"min_size {min_size} must be at least window_size {window_size}")
-    sizes = _pyramid_sizes(image_size, scale, min_size)
+    sizes = _pyramid_sizes(image_size, scale, min_size)  # one entry per level: ~log(H) of them
     per_level = [
-        len(window_positions(h, window_size[0], step_y))
-        * len(window_positions(w, window_size[1], step_x))
+        _num_positions(h, window_size[0], step_y) * _num_positions(w, window_size[1], step_x)
         for h, w in sizes
     ]
     return WindowCount(sizes, per_level, sum(per_level))

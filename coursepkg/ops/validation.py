@@ -12,13 +12,27 @@ Chapter: book/data_and_conventions
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["check_boxes", "check_image_size", "as_int"]
+__all__ = [
+    "as_int",
+    "check_boxes",
+    "check_finite",
+    "check_image_size",
+    "check_int",
+    "check_labels",
+    "check_number",
+    "check_positive_size",
+    "check_probability",
+    "check_target",
+    "check_tensor",
+]
 
 
 def _check_box_tensor(boxes: object, name: str) -> None:
@@ -115,3 +129,262 @@ def check_image_size(image_size: Sequence[int], name: str = "image_size") -> tup
     if height <= 0 or width <= 0:
         raise ValueError(f"{name} must be positive (height, width), got {(height, width)}")
     return height, width
+
+
+def _describe_range(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    """``[0, 1]``, ``(0, inf)``, ``>= 0`` ...: the allowed range, as the messages print it."""
+    if low is None and high is None:
+        return "finite"
+    if high is None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if low is None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def check_number(
+    value: object,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Return ``value`` as a finite ``float`` in the given range, or raise naming ``name``.
+
+    Accepts Python and NumPy numbers and 0-d tensors; never bools. NaN and infinities are always
+    refused (no threshold, weight or size of the course is meaningful at infinity).
+
+    Args:
+        value: the argument to check.
+        name: the argument's name, for the message.
+        low, high: bounds (None: unbounded on that side).
+        low_open, high_open: exclude the bound itself (``(0, 1]`` is ``low_open=True``).
+
+    Returns:
+        ``float(value)``.
+
+    Raises:
+        TypeError: if ``value`` is not a real number.
+        ValueError: if it is NaN, infinite or out of range; for example
+            ``"score_thresh must be a number in [0, 1], got nan"``.
+
+    Chapter: book/data_and_conventions
+    """
+    if isinstance(value, Tensor) and value.dim() == 0 and not value.dtype == torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    ok = math.isfinite(number)
+    if ok and low is not None:
+        ok = number > low if low_open else number >= low
+    if ok and high is not None:
+        ok = number < high if high_open else number <= high
+    if not ok:
+        what = _describe_range(low, high, low_open, high_open)
+        what = "" if what == "finite" else f" {what}"
+        raise ValueError(f"{name} must be a finite number{what}, got {number!r}")
+    return number
+
+
+def check_probability(value: object, name: str) -> float:
+    """A number in ``[0, 1]`` (a threshold on IoU or on a score, a fraction): see :func:`check_number`."""
+    return check_number(value, name, low=0.0, high=1.0)
+
+
+def check_int(value: object, name: str, *, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value`` as an ``int`` in ``[low, high]`` (ints, NumPy ints, 0-d integer tensors).
+
+    Raises:
+        TypeError: for floats (even ``2.0``), bools and non-numbers.
+        ValueError: if it is out of range, for example ``"num_anchors must be an int >= 1, got 0"``.
+
+    Chapter: book/data_and_conventions
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+    if (low is not None and number < low) or (high is not None and number > high):
+        what = _describe_range(low, high, False, False)
+        raise ValueError(f"{name} must be an int {what}, got {number}")
+    return number
+
+
+_KINDS = {
+    "float": (Tensor.is_floating_point, "a floating-point"),
+    "int": (
+        lambda t: not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool),
+        "an integer",
+    ),
+    "bool": (lambda t: t.dtype == torch.bool, "a bool"),
+}
+
+
+def check_tensor(
+    value: object,
+    name: str,
+    *,
+    shape: Sequence[int | str | None] | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> Tensor:
+    """Raise unless ``value`` is a tensor of the given shape and dtype kind; return it.
+
+    Args:
+        value: the argument to check.
+        name: its name, for the message.
+        shape: one entry per dimension: an int (that size exactly), or a letter or None (any
+            size); ``("N", 4)`` accepts ``[7, 4]`` and refuses ``[7, 5]`` and ``[7]``.
+        dtype: ``"float"``, ``"int"`` or ``"bool"`` (a kind), a ``torch.dtype`` (exactly that),
+            or None (any).
+
+    Raises:
+        TypeError: if it is not a tensor or has the wrong dtype (``"labels must be an integer
+            tensor, got torch.float32"``).
+        ValueError: if the shape differs (``"deltas must be [N, 4], got [3, 5]"``).
+
+    Chapter: book/data_and_conventions
+    """
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if shape is not None:
+        fits = value.dim() == len(shape) and all(
+            not isinstance(want, int) or got == want
+            for want, got in zip(shape, value.shape, strict=True)
+        )
+        if not fits:
+            expected = ", ".join("?" if want is None else str(want) for want in shape)
+            raise ValueError(f"{name} must be [{expected}], got {list(value.shape)}")
+    if isinstance(dtype, torch.dtype):
+        if value.dtype != dtype:
+            short = str(dtype).removeprefix("torch.")
+            article = "an" if short[0] in "aeio" else "a"
+            raise TypeError(f"{name} must be {article} {short} tensor, got {value.dtype}")
+    elif dtype is not None:
+        test, words = _KINDS[dtype]
+        if not test(value):
+            raise TypeError(f"{name} must be {words} tensor, got {value.dtype}")
+    return value
+
+
+def check_finite(value: Tensor, name: str) -> None:
+    """Raise naming the first NaN or infinite element of ``value`` (one host sync if all finite).
+
+    Chapter: book/data_and_conventions
+    """
+    if value.numel() == 0 or not value.is_floating_point() or bool(torch.isfinite(value).all()):
+        return
+    index = tuple(int(i) for i in torch.nonzero(~torch.isfinite(value))[0])
+    where = index[0] if len(index) == 1 else list(index)
+    raise ValueError(
+        f"{name} must be finite (no NaN or inf), element {where} is {value[index].item()}"
+    )
+
+
+def check_labels(
+    labels: object, name: str, length: int, *, num_classes: int | None = None
+) -> Tensor:
+    """Raise unless ``labels`` is an int64 ``[length]`` tensor of dataset labels ``0..K-1``.
+
+    The one label check of the course: datasets' targets, the detector contract, R-CNN's and the
+    RoI head's ground truths all use it.
+
+    Args:
+        labels: the tensor to check.
+        name: its name, for the message (``"targets[0]['labels']"``).
+        length: the number of boxes it labels.
+        num_classes: ``K`` if known (labels must then be below it); else only ``>= 0`` is checked.
+
+    Raises:
+        TypeError: if it is not an int64 tensor.
+        ValueError: on a wrong shape or a label outside ``0..K-1`` (naming the first one).
+
+    Chapter: book/data_and_conventions
+    """
+    check_tensor(labels, name, dtype=torch.int64)
+    if labels.shape != (length,):
+        raise ValueError(f"{name} must be [{length}] (one label per box), got {list(labels.shape)}")
+    if length == 0:
+        return labels
+    low, high = torch.aminmax(labels)
+    too_high = num_classes is not None and int(high) >= num_classes
+    if int(low) < 0 or too_high:
+        bad = (labels < 0) if num_classes is None else (labels < 0) | (labels >= num_classes)
+        i = int(torch.nonzero(bad)[0, 0])
+        allowed = ">= 0" if num_classes is None else f"in 0..{num_classes - 1}"
+        raise ValueError(
+            f"{name} must be {allowed} (dataset labels 0..K-1), label {i} is {int(labels[i])}"
+        )
+    return labels
+
+
+def check_positive_size(boxes: Tensor, name: str) -> None:
+    """Raise unless every box of a checked ``[G, 4]`` tensor has positive width and height.
+
+    A zero-width ground truth has no regression target (``t_w = log(0 / p_w)``).
+
+    Chapter: book/data_and_conventions
+    """
+    if boxes.shape[0] == 0:
+        return
+    wh = boxes[:, 2:] - boxes[:, :2]  # [G, 2]
+    if bool((wh <= 0).any()):
+        row = int(torch.nonzero((wh <= 0).any(dim=1))[0, 0])
+        raise ValueError(
+            f"{name} must have positive widths and heights (drop zero-area boxes first; log(0) "
+            f"has no regression target), row {row} is {boxes[row].tolist()}"
+        )
+
+
+def check_target(
+    target: object,
+    name: str = "target",
+    *,
+    num_classes: int | None = None,
+    image_size: Sequence[int] | None = None,
+    positive_size: bool = False,
+) -> None:
+    """Raise unless ``target`` is a ground-truth dict: ``"boxes"`` ``[G, 4]``, ``"labels"`` ``[G]``.
+
+    The one target check of the course (datasets, the detector contract, the training losses).
+
+    Args:
+        target: the mapping to check; keys other than ``"boxes"`` and ``"labels"`` are ignored.
+        name: its name, for the message (``"targets[2]"``).
+        num_classes: ``K`` if known; labels must be in ``0..K-1``.
+        image_size: ``(height, width)`` if the boxes must lie inside ``[0, W] x [0, H]``.
+        positive_size: refuse zero-width or zero-height boxes (they have no regression target,
+            ``log(0)``).
+
+    Raises:
+        TypeError: if ``target`` is not a mapping, or a field has the wrong type or dtype.
+        ValueError: on a missing key, a wrong shape, a bad box or label; the message names
+            ``name['boxes']`` or ``name['labels']`` and the first offending row.
+
+    Chapter: book/data_and_conventions
+    """
+    if not isinstance(target, Mapping):
+        raise TypeError(f"{name} must be a dict, got {type(target).__name__}")
+    missing = [key for key in ("boxes", "labels") if key not in target]
+    if missing:
+        raise ValueError(f"{name} is missing key(s) {missing}; it has {sorted(target)}")
+    boxes = target["boxes"]
+    check_boxes(boxes, f"{name}['boxes']")
+    check_labels(target["labels"], f"{name}['labels']", boxes.shape[0], num_classes=num_classes)
+    if boxes.shape[0] == 0:
+        return
+    if positive_size:
+        check_positive_size(boxes, f"{name}['boxes']")
+    if image_size is not None:
+        height, width = check_image_size(image_size)
+        inside = (boxes[:, :2] >= 0).all(dim=1) & (boxes[:, 2] <= width) & (boxes[:, 3] <= height)
+        if not bool(inside.all()):
+            i = int(torch.nonzero(~inside)[0, 0])
+            raise ValueError(
+                f"{name}['boxes'] must lie inside the image [0, {width}] x [0, {height}] "
+                f"(image_size {(height, width)}), box {i} is {boxes[i].tolist()}"
+            )
