@@ -227,6 +227,15 @@ class StopAt:
         return self.losses(images, targets)
 
 
+def _forbid_training(model: Detector) -> None:
+    """Make any training step fail the test (checks must come first)."""
+
+    def losses(images, targets):
+        raise AssertionError("fit started training before refusing its arguments")
+
+    model.losses = losses
+
+
 def test_interrupted_and_resumed_run_ends_with_exactly_the_same_weights(tmp_path, capsys):
     data = ToyBoxes(20)  # 3 batches per epoch
     reference = _model()
@@ -622,7 +631,7 @@ def test_evaluate_checks_the_detections(fake_metric):
 )
 def test_bad_arguments(kwargs, error, message):
     model = _model()
-    StopAt(model, call=1)  # every check happens before the first training step
+    _forbid_training(model)  # every check happens before the first training step
     with pytest.raises(error, match=message):
         _fit(model, **kwargs)
 
@@ -663,7 +672,7 @@ def test_bad_model_and_data():
 def test_bad_images_are_refused_before_any_training():
     grey = [(torch.zeros(1, 32, 32), target) for _, target in (ToyBoxes(4)[i] for i in range(4))]
     model = _model()
-    StopAt(model, call=1)
+    _forbid_training(model)
     expected = r"must be \[B, 3, H, W\] \(each image \[3, H, W\], three colour channels\), got "
     with pytest.raises(ValueError, match=r"^train_data\[0\]: images " + expected + r"\[1, 1, 32"):
         fit(model, grey, epochs=1, progress=False)
@@ -679,7 +688,7 @@ def test_bad_images_are_refused_before_any_training():
 def test_missing_device_is_refused_before_any_training(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     model = _model()
-    StopAt(model, call=1)
+    _forbid_training(model)
     with pytest.raises(
         ValueError,
         match=r"device='cuda' but CUDA is not available on this machine \(torch.cuda.is_available\(\) "
@@ -694,7 +703,7 @@ def test_checkpoint_dir_that_is_a_file_is_refused_before_any_training(tmp_path):
     file = tmp_path / "runs"
     file.write_text("notes")
     model = _model()
-    StopAt(model, call=1)
+    _forbid_training(model)
     with pytest.raises(
         ValueError, match=r"checkpoint_dir must be a folder .* but .*runs is an existing file"
     ):
