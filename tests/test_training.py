@@ -278,6 +278,10 @@ def test_resume_false_starts_afresh_and_overwrites(tmp_path):
     history = _fit(b, epochs=2, checkpoint_dir=tmp_path, resume=False)  # other lr: no error
     assert history.num_epochs == 2
     assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["config"]["lr"] == 3e-3
+    assert load_checkpoint(tmp_path / PREVIOUS_CHECKPOINT_NAME)["config"]["lr"] == 3e-3
+    # A fresh run never keeps the earlier run's files as its fallback.
+    _fit(_model(), epochs=1, checkpoint_dir=tmp_path, resume=False, lr=1e-2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):

@@ -820,7 +820,9 @@ def _train(
     # 3. Resume (from last.pt, or previous.pt if last.pt is unreadable), or start afresh.
     path = previous = None
     start_epoch = 0
-    keep_previous = True
+    # Whether the next save keeps the file it replaces as previous.pt: not when that file is
+    # unreadable or belongs to an earlier run; an earlier run's previous.pt goes at that save.
+    keep_previous, drop_previous = True, False
     if folder is not None:
         path, previous = folder / CHECKPOINT_NAME, folder / PREVIOUS_CHECKPOINT_NAME
         remove_stale_temp_files(path)
@@ -845,6 +847,8 @@ def _train(
             print(f"resuming from {loaded.path} after epoch {start_epoch}/{epochs}")
     else:
         _seed_everything(seed)
+        keep_previous = False
+        drop_previous = previous is not None and previous.exists()
 
     # 4. Train, evaluate, checkpoint.
     for epoch in range(start_epoch, epochs):
@@ -870,7 +874,9 @@ def _train(
                 path,
                 previous=previous if keep_previous else None,
             )
-            keep_previous = True
+            if drop_previous:
+                previous.unlink(missing_ok=True)
+            keep_previous, drop_previous = True, False
     model.eval()
     return run.history
 
