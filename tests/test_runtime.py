@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from coursepkg.engine.runtime import PROFILES, default_device, describe_runtime, get_profile
+from coursepkg.engine.runtime import (
+    PROFILES,
+    default_device,
+    describe_runtime,
+    get_profile,
+    resolve_device,
+)
 
 
 def test_profile_from_environment(monkeypatch):
@@ -42,3 +48,35 @@ def test_default_device_and_description(capsys):
     text = describe_runtime(get_profile("smoke"))
     assert "profile: smoke" in text and "torch" in text
     assert capsys.readouterr().out.strip() == text
+
+
+def test_resolve_device_accepts_what_exists(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device(None) == default_device()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+
+
+def test_resolve_device_refuses_what_is_missing(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(
+        ValueError,
+        match=r"^device='cuda' but CUDA is not available on this machine \(torch.cuda.is_available\(\) "
+        r"is False\); pass device='cpu', or device=None for the best device this machine has$",
+    ):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^model_device='mps' but Apple's MPS is not available"):
+        resolve_device("mps", name="model_device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(
+        ValueError, match=r"device='cuda:3' but this machine has 1 CUDA device\(s\), cuda:0 to cuda:0"
+    ):
+        resolve_device(torch.device("cuda", 3))
+    with pytest.raises(ValueError, match=r"device must be a device such as 'cpu', .* got 'gpu'"):
+        resolve_device("gpu")
+    with pytest.raises(TypeError, match="device must be a str such as 'cpu' or 'cuda', .* got int"):
+        resolve_device(0)

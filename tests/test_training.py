@@ -1,7 +1,9 @@
 import math
+import random
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 from test_detector import IMAGE_SIZE, TinyDetector, ToyBoxes, collate
@@ -10,9 +12,10 @@ from torch.utils.data import DataLoader
 from torchvision.ops import box_iou
 
 from coursepkg.engine import checkpoint as ckpt
-from coursepkg.engine.checkpoint import CheckpointError, load_checkpoint
+from coursepkg.engine.checkpoint import CheckpointError, CheckpointWarning, load_checkpoint
 from coursepkg.engine.training import (
     CHECKPOINT_NAME,
+    PREVIOUS_CHECKPOINT_NAME,
     History,
     evaluate,
     fit,
@@ -224,6 +227,15 @@ class StopAt:
         return self.losses(images, targets)
 
 
+def _forbid_training(model: Detector) -> None:
+    """Make any training step fail the test (checks must come first)."""
+
+    def losses(images, targets):
+        raise AssertionError("fit started training before refusing its arguments")
+
+    model.losses = losses
+
+
 def test_interrupted_and_resumed_run_ends_with_exactly_the_same_weights(tmp_path, capsys):
     data = ToyBoxes(20)  # 3 batches per epoch
     reference = _model()
@@ -266,6 +278,10 @@ def test_resume_false_starts_afresh_and_overwrites(tmp_path):
     history = _fit(b, epochs=2, checkpoint_dir=tmp_path, resume=False)  # other lr: no error
     assert history.num_epochs == 2
     assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["config"]["lr"] == 3e-3
+    assert load_checkpoint(tmp_path / PREVIOUS_CHECKPOINT_NAME)["config"]["lr"] == 3e-3
+    # A fresh run never keeps the earlier run's files as its fallback.
+    _fit(_model(), epochs=1, checkpoint_dir=tmp_path, resume=False, lr=1e-2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
@@ -307,7 +323,10 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / CHECKPOINT_NAME).write_bytes(b"\x00" * 100)
     with pytest.raises(
         CheckpointError,
-        match=r"last.pt: cannot be read, it is probably truncated or corrupt \(UnpicklingError: its contents are not loadable with weights_only=True\); delete it or pass resume=False",
+        match=r"last.pt: cannot be read: the file \(100 bytes\) is truncated or is not a torch.save "
+        r"file \(it does not end with the zip directory that ends every torch.save file\), and "
+        r"there is no previous checkpoint .*previous.pt to fall back on; delete it or pass "
+        r"resume=False",
     ):
         _fit(_model(), epochs=1, checkpoint_dir=tmp_path)
     assert _fit(_model(), epochs=1, checkpoint_dir=tmp_path, resume=False).num_epochs == 1
@@ -578,6 +597,18 @@ def test_evaluate_checks_the_detections(fake_metric):
         ({"seed": -1}, ValueError, "seed must be >= 0, got -1"),
         ({"lr": 0.0}, ValueError, "lr must be > 0, got 0.0"),
         ({"lr": math.nan}, ValueError, "lr must be a finite number, got nan"),
+        ({"lr": math.inf}, ValueError, "lr must be a finite number, got inf"),
+        ({"lr": -0.1}, ValueError, r"lr must be > 0, got -0.1"),
+        ({"lr": "0.01"}, TypeError, "lr must be a number, got str"),
+        ({"epochs": -3}, ValueError, "epochs must be >= 1, got -3"),
+        ({"batch_size": -2}, ValueError, "batch_size must be >= 1, got -2"),
+        ({"num_workers": -1}, ValueError, "num_workers must be >= 0, got -1"),
+        ({"seed": 2**32}, ValueError, r"seed must be <= 2\*\*32 - 1 = 4294967295, got 4294967296"),
+        ({"amp": "yes"}, TypeError, "amp must be True or False, got 'yes'"),
+        ({"resume": 1}, TypeError, "resume must be True or False, got 1"),
+        ({"progress": None}, TypeError, "progress must be True or False, got None"),
+        ({"checkpoint_dir": 3}, TypeError, "checkpoint_dir must be a folder path"),
+        ({"device": "gpu"}, ValueError, "device must be a device such as 'cpu'"),
         ({"weight_decay": -1e-4}, ValueError, "weight_decay must be >= 0, got -0.0001"),
         ({"grad_clip": 0}, ValueError, "grad_clip must be > 0, got 0"),
         (
@@ -603,8 +634,10 @@ def test_evaluate_checks_the_detections(fake_metric):
     ],
 )
 def test_bad_arguments(kwargs, error, message):
+    model = _model()
+    _forbid_training(model)  # every check happens before the first training step
     with pytest.raises(error, match=message):
-        _fit(_model(), **kwargs)
+        _fit(model, **kwargs)
 
 
 def test_bad_model_and_data():
@@ -626,7 +659,7 @@ def test_bad_model_and_data():
         match="batch_size and num_workers apply to datasets; set them on your DataLoader",
     ):
         fit(_model(), DataLoader(ToyBoxes(4), collate_fn=collate), batch_size=2, epochs=1)
-    with pytest.raises(TypeError, match=r"batch 1: images must be floating"):
+    with pytest.raises(TypeError, match=r"train_data\[0\]: images must be floating"):
         fit(
             _model(),
             [(torch.zeros(3, 32, 32, dtype=torch.uint8), ToyBoxes(1)[0][1])],
@@ -638,6 +671,167 @@ def test_bad_model_and_data():
         fit(_model(), [(torch.zeros(3, 32, 32), bad)], epochs=1, progress=False)
     with pytest.raises(TypeError, match="model must be a coursepkg.models.detector.Detector"):
         evaluate(nn.Linear(2, 2), ToyBoxes(4))
+
+
+def test_bad_images_are_refused_before_any_training():
+    grey = [(torch.zeros(1, 32, 32), target) for _, target in (ToyBoxes(4)[i] for i in range(4))]
+    model = _model()
+    _forbid_training(model)
+    expected = r"must be \[B, 3, H, W\] \(each image \[3, H, W\], three colour channels\), got "
+    with pytest.raises(ValueError, match=r"^train_data\[0\]: images " + expected + r"\[1, 1, 32"):
+        fit(model, grey, epochs=1, progress=False)
+    loader = DataLoader(grey, batch_size=2, collate_fn=collate)
+    with pytest.raises(ValueError, match=r"^the first batch of train_data: images " + expected):
+        fit(model, loader, epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"^val_data\[0\]: images " + expected):
+        fit(model, ToyBoxes(8), val_data=grey, epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"^batch 1 of data: images " + expected):
+        evaluate(model, grey)
+
+
+def test_missing_device_is_refused_before_any_training(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model = _model()
+    _forbid_training(model)
+    with pytest.raises(
+        ValueError,
+        match=r"device='cuda' but CUDA is not available on this machine \(torch.cuda.is_available\(\) "
+        r"is False\); pass device='cpu', or device=None for the best device",
+    ):
+        _fit(model, device="cuda")
+    with pytest.raises(ValueError, match=r"device='cuda:0' but CUDA is not available"):
+        evaluate(model, ToyBoxes(4), device=torch.device("cuda:0"))
+
+
+def test_checkpoint_dir_that_is_a_file_is_refused_before_any_training(tmp_path):
+    file = tmp_path / "runs"
+    file.write_text("notes")
+    model = _model()
+    _forbid_training(model)
+    with pytest.raises(
+        ValueError, match=r"checkpoint_dir must be a folder .* but .*runs is an existing file"
+    ):
+        _fit(model, checkpoint_dir=file)
+    assert file.read_text() == "notes"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"batch_size": 0}, ValueError, "batch_size must be >= 1, got 0"),
+        ({"batch_size": 2.5}, TypeError, "batch_size must be an int, got float"),
+        ({"num_workers": -1}, ValueError, "num_workers must be >= 0, got -1"),
+        ({"progress": "no"}, TypeError, "progress must be True or False, got 'no'"),
+    ],
+)
+def test_evaluate_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        evaluate(_model(), ToyBoxes(4), **kwargs)
+
+
+def _global_states():
+    return random.getstate(), np.random.get_state(), torch.get_rng_state()
+
+
+def _assert_same_states(a, b):
+    assert a[0] == b[0], "python"
+    assert all(np.array_equal(x, y) for x, y in zip(a[1], b[1], strict=True)), "numpy"
+    assert torch.equal(a[2], b[2]), "torch"
+
+
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_fit_leaves_the_callers_random_generators_alone(tmp_path, interrupted):
+    random.seed(7)
+    np.random.seed(7)
+    torch.manual_seed(7)
+    model = _model()  # draws from torch's generator: capture the states after it
+    before = _global_states()
+    if interrupted:
+        StopAt(model, call=5)
+        with pytest.raises(KeyboardInterrupt):
+            _fit(model, epochs=2, checkpoint_dir=tmp_path)
+    else:
+        _fit(model, epochs=2, checkpoint_dir=tmp_path)
+    _assert_same_states(_global_states(), before)
+    # ... and the result does not depend on them either.
+    torch.manual_seed(99)
+    random.seed(99)
+    np.random.seed(99)
+    a, b = _model(), _model()
+    _fit(a, epochs=2)
+    torch.manual_seed(5)
+    _fit(b, epochs=2)
+    _assert_same_weights(a, b)
+
+
+def _interrupt_in_epoch_3(tmp_path, data):
+    """A run of 4 epochs cut off in epoch 3: last.pt holds epoch 2, previous.pt epoch 1."""
+    interrupted = _model()
+    StopAt(interrupted, call=8)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(interrupted, data, epochs=4, checkpoint_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME]
+    assert load_checkpoint(tmp_path / PREVIOUS_CHECKPOINT_NAME)["epoch"] == 1
+
+
+def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    data = ToyBoxes(20)
+    reference = _model()
+    reference_history = _fit(reference, data, epochs=4)
+    _interrupt_in_epoch_3(tmp_path, data)
+    last, previous = tmp_path / CHECKPOINT_NAME, tmp_path / PREVIOUS_CHECKPOINT_NAME
+    last.write_bytes(last.read_bytes()[:1000])  # truncated, as by a dying disk
+
+    resumed = _model(seed=123)
+    with pytest.warns(CheckpointWarning) as record:
+        history = _fit(resumed, data, epochs=4, checkpoint_dir=tmp_path, progress=True)
+    message = str(record[0].message)
+    assert f"checkpoint {last} cannot be read: the file (1,000 bytes) is truncated" in message
+    assert f"using the previous checkpoint {previous} (epoch 1) instead" in message
+    assert f"resuming from {previous} after epoch 1/4" in capsys.readouterr().out
+    _assert_same_weights(resumed, reference)
+    assert _without_times(history) == _without_times(reference_history)
+    # The refused file was overwritten, not kept as the fallback.
+    assert load_checkpoint(previous)["epoch"] == 3 and load_checkpoint(last)["complete"]
+
+
+def test_refused_last_checkpoint_does_not_become_the_fallback(tmp_path):
+    data = ToyBoxes(20)
+    _interrupt_in_epoch_3(tmp_path, data)
+    last, previous = tmp_path / CHECKPOINT_NAME, tmp_path / PREVIOUS_CHECKPOINT_NAME
+    last.write_bytes(b"")
+    model = _model()
+    StopAt(model, call=5)  # epoch 2 (from the fallback) is saved, epoch 3 dies
+    with pytest.warns(CheckpointWarning), pytest.raises(KeyboardInterrupt):
+        _fit(model, data, epochs=4, checkpoint_dir=tmp_path)
+    assert load_checkpoint(last)["epoch"] == 2
+    assert load_checkpoint(previous)["epoch"] == 1  # the good one, not the empty file
+
+
+def test_both_checkpoints_corrupt_is_a_clear_error(tmp_path):
+    _interrupt_in_epoch_3(tmp_path, ToyBoxes(20))
+    last, previous = tmp_path / CHECKPOINT_NAME, tmp_path / PREVIOUS_CHECKPOINT_NAME
+    last.write_bytes(last.read_bytes()[:500])
+    previous.write_bytes(b"")
+    with pytest.raises(CheckpointError) as info:
+        _fit(_model(), ToyBoxes(20), epochs=4, checkpoint_dir=tmp_path)
+    message = str(info.value)
+    assert f"checkpoint {last}: cannot be read: the file (500 bytes) is truncated" in message
+    assert f"the previous checkpoint {previous} cannot be read: the file is empty" in message
+    assert message.endswith("pass resume=False to start from scratch")
+    assert _fit(_model(), ToyBoxes(20), epochs=1, checkpoint_dir=tmp_path, resume=False)
+
+
+def test_fit_removes_orphaned_temporary_files(tmp_path):
+    orphan = tmp_path / f".{CHECKPOINT_NAME}.k3j9x_2q.tmp"
+    orphan.write_bytes(b"half a checkpoint from a killed save")
+    keep = tmp_path / "notes.tmp"
+    keep.write_text("mine")
+    model = _model()
+    StopAt(model, call=1)
+    with pytest.raises(KeyboardInterrupt):  # removed before the first step, not at the first save
+        _fit(model, epochs=1, checkpoint_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.tmp"]
 
 
 def test_history_pads_missing_values_with_nan():

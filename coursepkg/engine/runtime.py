@@ -33,6 +33,11 @@ PROFILES = ("smoke", "cpu", "gpu")
 PROFILE_ENV_VAR = "COURSE_PROFILE"
 
 
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
 def default_device() -> torch.device:
     """The best device on this machine: CUDA, then Apple's MPS, then the CPU.
 
@@ -40,10 +45,59 @@ def default_device() -> torch.device:
     """
     if torch.cuda.is_available():
         return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def resolve_device(device: torch.device | str | None, name: str = "device") -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine; None means :func:`default_device`.
+
+    Checked before any work starts, so that ``fit(..., device="cuda")`` on a machine without a GPU
+    fails at once with advice rather than after building the data and the optimizer.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, a ``torch.device``, or None.
+        name: the argument's name, for the messages.
+
+    Raises:
+        TypeError: if ``device`` is neither a string, a ``torch.device`` nor None.
+        ValueError: if the string is not a device, or names a CUDA / MPS device this machine
+            does not have.
+
+    Chapter: book/data_and_conventions (section "Run profiles").
+    """
+    if device is None:
+        return default_device()
+    if not isinstance(device, str | torch.device):
+        raise TypeError(
+            f"{name} must be a str such as 'cpu' or 'cuda', a torch.device or None, "
+            f"got {type(device).__name__}"
+        )
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(
+            f"{name} must be a device such as 'cpu', 'cuda', 'cuda:0' or 'mps', got {device!r}"
+        ) from error
+    advice = f"pass {name}='cpu', or {name}=None for the best device this machine has"
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{name}={str(device)!r} but CUDA is not available on this machine "
+                f"(torch.cuda.is_available() is False); {advice}"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(
+                f"{name}={str(device)!r} but this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+    if resolved.type == "mps" and not _mps_available():
+        raise ValueError(
+            f"{name}={str(device)!r} but Apple's MPS is not available on this machine; {advice}"
+        )
+    return resolved
 
 
 @dataclass(frozen=True)

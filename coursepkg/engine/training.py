@@ -18,15 +18,32 @@ One optimisation step, for a batch of images ``[B, 3, H, W]`` and B target dicts
     optimizer.step(); scheduler.step()         # lr(step) = lr * warmup_cosine(step)
 
 Checkpoints and resuming. With ``checkpoint_dir`` set, ``fit`` writes ``checkpoint_dir/last.pt``
-atomically after every epoch (see :mod:`coursepkg.engine.checkpoint`) and, when called again with the
-same settings, resumes from it: a disconnected notebook loses at most one epoch, and rerunning a
-finished training cell returns the stored history at once. Resuming is exact: the checkpoint holds
-the model, optimizer, scheduler and GradScaler states, the history, and every global random
-generator, and the order of the training set in epoch ``e`` is drawn from a generator seeded by
-``(seed, e)``. On the CPU an interrupted and resumed run ends with bit-identical weights to an
-uninterrupted one (the tests check this). Changing a setting that shapes the run (epochs, learning
-rate, batch size, ...) and calling ``fit`` again raises a ``CheckpointError`` rather than silently
-mixing two runs: pass ``resume=False`` or another ``checkpoint_dir``.
+atomically after every epoch, keeping the checkpoint it replaces as ``previous.pt`` (see
+:mod:`coursepkg.engine.checkpoint`), and, when called again with the same settings, resumes from
+it: a disconnected notebook loses at most one epoch, and rerunning a finished training cell returns
+the stored history at once. If ``last.pt`` is truncated or corrupt, ``fit`` resumes from
+``previous.pt`` with a ``CheckpointWarning`` that names both files. Resuming is exact: the
+checkpoint holds the model, optimizer, scheduler and GradScaler states, the history, and the state
+of the random generators the model drew from, and the order of the training set in epoch ``e`` is
+drawn from a generator seeded by ``(seed, e)``. On the CPU an interrupted and resumed run ends with
+bit-identical weights to an uninterrupted one (the tests check this). Changing a setting that
+shapes the run (epochs, learning rate, batch size, ...) and calling ``fit`` again raises a
+``CheckpointError`` rather than silently mixing two runs: pass ``resume=False`` or another
+``checkpoint_dir``.
+
+What the engine guarantees:
+
+* **The caller's random streams are untouched.** ``fit`` never reseeds the global generators: the
+  shuffling has its own ``torch.Generator``, and the model's randomness (dropout, sampling inside
+  ``losses``) runs inside :func:`coursepkg.engine.checkpoint.isolated_rng`, on Python's, NumPy's
+  and torch's generators seeded from ``seed``; the caller's states are restored when ``fit``
+  returns or raises. Two calls with the same ``seed`` and initial weights give the same weights.
+* **Bad inputs fail before any training work**, with a ``TypeError`` or ``ValueError`` that names
+  the argument and says what was expected and what came: out-of-range numbers, a device this
+  machine does not have, a ``checkpoint_dir`` that is a file, and images that are not
+  ``[3, H, W]`` (the first item of each data argument is checked up front, every batch again).
+* **Training never loses more than the epoch in progress**: a failed save (full disk, a state that
+  cannot be saved, a kill) leaves the last good checkpoint in place.
 
 Data. ``train_data`` and ``val_data`` are map-style datasets whose items are ``(image, target)``
 pairs (image ``[3, H, W]`` float, target a dict with ``"boxes"`` ``[G, 4]`` and ``"labels"``
@@ -61,21 +78,33 @@ from coursepkg.engine.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
     CheckpointError,
     get_rng_state,
-    load_checkpoint,
+    isolated_rng,
+    load_latest_checkpoint,
     model_fingerprint,
     model_shapes,
+    remove_stale_temp_files,
     save_checkpoint,
     set_rng_state,
     verify_model,
 )
-from coursepkg.engine.runtime import default_device
+from coursepkg.engine.runtime import resolve_device
 from coursepkg.models.detector import Detector, check_detections, check_losses, check_targets
 
-__all__ = ["CHECKPOINT_NAME", "History", "evaluate", "fit", "predict", "warmup_cosine"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "PREVIOUS_CHECKPOINT_NAME",
+    "History",
+    "evaluate",
+    "fit",
+    "predict",
+    "warmup_cosine",
+]
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 
 CHECKPOINT_NAME = "last.pt"
+# The checkpoint last.pt replaced, kept as a fallback for a truncated or corrupt last.pt.
+PREVIOUS_CHECKPOINT_NAME = "previous.pt"
 DEFAULT_BATCH_SIZE = 8
 # (lr, weight_decay) when fit chooses the optimizer. SGD: RetinaNet / FCOS (lr 0.01 at 16 images
 # per batch, momentum 0.9, weight decay 1e-4). AdamW: the usual choice for small models trained
@@ -215,21 +244,40 @@ def _check_int(name: str, value: object, minimum: int) -> None:
 def _check_positive(name: str, value: float | None, *, allow_zero: bool = False) -> None:
     if value is None:
         return
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
-def _resolve_device(
-    device: torch.device | str | None, model: nn.Module | None = None
-) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    if model is not None:
-        first = next(model.parameters(), None)
-        return first.device if first is not None else torch.device("cpu")
-    return default_device()
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _check_checkpoint_dir(checkpoint_dir: object) -> Path | None:
+    """``checkpoint_dir`` as a Path, refused at once if it is an existing file."""
+    if checkpoint_dir is None:
+        return None
+    if not isinstance(checkpoint_dir, str | os.PathLike):
+        raise TypeError(
+            f"checkpoint_dir must be a folder path (str or Path) or None, "
+            f"got {type(checkpoint_dir).__name__}"
+        )
+    folder = Path(checkpoint_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(
+            f"checkpoint_dir must be a folder (fit writes {CHECKPOINT_NAME} and "
+            f"{PREVIOUS_CHECKPOINT_NAME} in it), but {folder} is an existing file"
+        )
+    return folder
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 # --------------------------------------------------------------------------- data
@@ -278,23 +326,36 @@ def _make_loader(
     return loader
 
 
-def _check_batch(batch: object, *, step: int | str) -> tuple[Tensor, Sequence[Mapping[str, Any]]]:
-    """Unpack and validate one ``(images [B, C, H, W], targets)`` batch."""
+def _check_batch(batch: object, *, where: str) -> tuple[Tensor, Sequence[Mapping[str, Any]]]:
+    """Unpack and validate one ``(images [B, 3, H, W], targets)`` batch; ``where`` names it."""
     if not isinstance(batch, Sequence) or len(batch) != 2:
         raise TypeError(
-            f"batch {step}: the data must yield (images, targets) pairs, got {type(batch).__name__}"
+            f"{where}: the data must yield (images, targets) pairs, got {type(batch).__name__}"
         )
     images, targets = batch
     if not isinstance(images, Tensor):
-        raise TypeError(f"batch {step}: images must be a torch.Tensor, got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(f"batch {step}: images must be [B, 3, H, W], got {list(images.shape)}")
-    if not images.is_floating_point():
-        raise TypeError(
-            f"batch {step}: images must be floating (e.g. uint8 / 255), got {images.dtype}"
+        raise TypeError(f"{where}: images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        # The detector contract: 3 colour channels. A grey image becomes one with
+        # image.expand(3, -1, -1); a channels-last one with image.permute(2, 0, 1).
+        raise ValueError(
+            f"{where}: images must be [B, 3, H, W] (each image [3, H, W], three colour "
+            f"channels), got {list(images.shape)}; repeat a grey channel with "
+            "image.expand(3, -1, -1)"
         )
+    if not images.is_floating_point():
+        raise TypeError(f"{where}: images must be floating (e.g. uint8 / 255), got {images.dtype}")
     check_targets(targets, images.shape[0])
     return images, targets
+
+
+def _check_first_batch(name: str, data: object, loader: DataLoader) -> None:
+    """Validate the first item of ``data`` (or the first batch of a DataLoader) before training."""
+    if isinstance(data, DataLoader):
+        batch, where = next(iter(loader)), f"the first batch of {name}"
+    else:
+        batch, where = loader.collate_fn([data[0]]), f"{name}[0]"
+    _check_batch(batch, where=where)
 
 
 def _to_device(target: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -310,6 +371,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _seed_everything(seed: int) -> None:
+    """Seed the global generators; fit calls it only inside :func:`isolated_rng`."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -460,14 +522,13 @@ def _checkpoint_state(
         "config": config,
         "history": {"per_step": run.history.per_step, "per_epoch": run.history.per_epoch},
         # The sampler's generator is re-seeded from (config["seed"], epoch) at every epoch, so
-        # these global generators are the only random state left to carry over.
+        # the generators of fit's isolated_rng block are the only random state to carry over.
         "rng": get_rng_state(),
     }
 
 
-def _load_for(run: _Run, path: Path, config: Mapping[str, Any]) -> dict[str, Any]:
-    """Load ``path``, check it was written by this model with these settings, load the weights."""
-    checkpoint = load_checkpoint(path)
+def _load_for(run: _Run, checkpoint: dict[str, Any], path: Path, config: Mapping[str, Any]) -> None:
+    """Check ``checkpoint`` (read from ``path``) was written by this model with these settings."""
     missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(path, f"is missing the entries {missing}")
@@ -485,7 +546,6 @@ def _load_for(run: _Run, path: Path, config: Mapping[str, Any]) -> dict[str, Any
             "would mix two runs: call fit with the same settings or another checkpoint_dir",
         )
     run.model.load_state_dict(checkpoint["model"])
-    return checkpoint
 
 
 def _restore(run: _Run, checkpoint: Mapping[str, Any], path: Path) -> None:
@@ -539,11 +599,16 @@ def _check_fit_arguments(
     num_workers: object,
     seed: object,
     evaluate_every: object,
+    flags: Mapping[str, object],
 ) -> None:
     _check_detector(model)
     _check_int("epochs", epochs, 1)
     _check_int("evaluate_every", evaluate_every, 1)
     _check_int("seed", seed, 0)
+    if seed > 2**32 - 1:  # NumPy's legacy generator takes 32-bit seeds
+        raise ValueError(f"seed must be <= 2**32 - 1 = {2**32 - 1}, got {seed}")
+    for name, value in flags.items():
+        _check_bool(name, value)
     for name, value, minimum in (
         ("batch_size", batch_size, 1),
         ("warmup_steps", warmup_steps, 0),
@@ -570,8 +635,8 @@ def _train_epoch(
     run.model.train()
     losses = []
     bar = _progress_bar(total=len(loader), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress)
-    for batch in loader:
-        images, targets = _check_batch(batch, step=run.step + 1)
+    for index, batch in enumerate(loader):
+        images, targets = _check_batch(batch, where=f"batch {index + 1} of train_data")
         losses.append(_train_step(run, images, targets))
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{run.history['lr'][-1]:.2e}", refresh=False)
@@ -622,15 +687,19 @@ def fit(
         grad_clip: maximum gradient norm, or None for no clipping.
         amp: use mixed precision (``torch.autocast`` float16 + ``GradScaler``); only on CUDA,
             ignored elsewhere.
-        device: where to train (default :func:`coursepkg.engine.runtime.default_device`).
+        device: where to train (default :func:`coursepkg.engine.runtime.default_device`); a
+            device this machine does not have is refused at once.
         num_workers: DataLoader worker processes for dataset arguments (default 0). Results do
             not depend on it.
-        checkpoint_dir: folder for ``last.pt``, written atomically after every epoch; None
-            writes nothing.
-        resume: continue from ``checkpoint_dir/last.pt`` if it exists; False starts afresh and
-            overwrites it.
-        seed: seeds Python's, NumPy's and torch's global generators at the start of a fresh run,
-            and the per-epoch shuffling. The model's initial weights are the caller's business.
+        checkpoint_dir: folder for ``last.pt``, written atomically after every epoch (the one
+            it replaces is kept as ``previous.pt``); None writes nothing.
+        resume: continue from ``checkpoint_dir/last.pt`` if it exists, or from
+            ``previous.pt`` if ``last.pt`` is unreadable; False starts afresh and overwrites
+            them.
+        seed: in ``[0, 2**32 - 1]``; seeds the per-epoch shuffling and, inside
+            :func:`coursepkg.engine.checkpoint.isolated_rng`, the generators the model draws
+            from. The caller's global generators are left as they were. The model's initial
+            weights are the caller's business.
         progress: show a tqdm progress bar per epoch with the live loss.
         evaluate_every: evaluate ``val_data`` every this many epochs, and after the last one.
 
@@ -640,12 +709,15 @@ def fit(
 
     Raises:
         TypeError: if ``model`` is not a Detector, or the data or an argument has the wrong type.
-        ValueError: on an out-of-range argument, empty data, or a bad batch (see
-            :func:`coursepkg.models.detector.check_targets`); on a model whose ``losses`` returns an
-            empty dict, non-scalars, terms without gradient, or other terms than before.
+        ValueError: before any training, on an out-of-range argument, a device this machine does
+            not have, a ``checkpoint_dir`` that is a file, empty data, or a first item that is
+            not an ``[3, H, W]`` float image with a valid target; during training, on a bad batch
+            (see :func:`coursepkg.models.detector.check_targets`), or a model whose ``losses``
+            returns an empty dict, non-scalars, terms without gradient, or other terms than
+            before.
         FloatingPointError: on a NaN or inf loss or gradient norm, naming the step and every term.
-        CheckpointError: if ``checkpoint_dir/last.pt`` is corrupt, from another model or from a
-            run with other settings.
+        CheckpointError: if ``last.pt`` and ``previous.pt`` are both unreadable, or the
+            checkpoint is from another model or from a run with other settings.
 
     Chapter: book/training.
     """
@@ -653,15 +725,17 @@ def fit(
         model=model, train_data=train_data, val_data=val_data, epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         grad_clip=grad_clip, num_workers=num_workers, seed=seed, evaluate_every=evaluate_every,
+        flags={"amp": amp, "resume": resume, "progress": progress},
     )  # fmt: skip
-    device = _resolve_device(device)
+    folder = _check_checkpoint_dir(checkpoint_dir)
+    device = resolve_device(device)
     use_amp = amp and device.type == "cuda"
 
     # 1. Data: the shuffling order of epoch e comes from a generator seeded by (seed, e).
     shuffle_generator = torch.Generator()
     options = {
-        "batch_size": batch_size or DEFAULT_BATCH_SIZE,
-        "num_workers": num_workers or 0,
+        "batch_size": DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
+        "num_workers": 0 if num_workers is None else num_workers,
         "pin_memory": device.type == "cuda",
     }
     train_loader = _make_loader(
@@ -678,9 +752,48 @@ def fit(
             f"warmup_steps must be <= the {total_steps} steps of the run, got {warmup_steps}"
         )
 
+    # Everything from here draws from the global generators only inside this block, which gives
+    # the caller's states back on the way out.
+    with isolated_rng():
+        # A DataLoader's own sampler may draw from them: peek before seeding, so that checking
+        # does not change the run.
+        _check_first_batch("train_data", train_data, train_loader)
+        if val_loader is not None:
+            _check_first_batch("val_data", val_data, val_loader)
+        return _train(
+            model, train_loader, val_loader, optimizer=optimizer, lr=lr,
+            weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
+            epochs=epochs, device=device, use_amp=use_amp, folder=folder, resume=resume,
+            seed=seed, progress=progress, evaluate_every=evaluate_every,
+            shuffle_generator=shuffle_generator,
+        )  # fmt: skip
+
+
+def _train(
+    model: Detector,
+    train_loader: DataLoader,
+    val_loader: DataLoader | None,
+    *,
+    optimizer: str | OptimizerFactory,
+    lr: float | None,
+    weight_decay: float | None,
+    warmup_steps: int,
+    grad_clip: float | None,
+    epochs: int,
+    device: torch.device,
+    use_amp: bool,
+    folder: Path | None,
+    resume: bool,
+    seed: int,
+    progress: bool,
+    evaluate_every: int,
+    shuffle_generator: torch.Generator,
+) -> History:
+    """The body of :func:`fit` once its arguments are checked, inside :func:`isolated_rng`."""
     # 2. Optimizer, schedule, loss scaler.
     model.to(device)
     optim = _make_optimizer(model, optimizer, lr, weight_decay)
+    total_steps = epochs * len(train_loader)
     config = {  # what shapes the trajectory; resuming with other values is refused
         "epochs": epochs,
         "steps_per_epoch": len(train_loader),
@@ -704,22 +817,38 @@ def fit(
         history=History(),
     )
 
-    # 3. Resume, or start afresh.
-    path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    # 3. Resume (from last.pt, or previous.pt if last.pt is unreadable), or start afresh.
+    path = previous = None
     start_epoch = 0
-    if path is not None and resume and path.exists():
-        checkpoint = _load_for(run, path, config)
+    # Whether the next save keeps the file it replaces as previous.pt: not when that file is
+    # unreadable or belongs to an earlier run; an earlier run's previous.pt goes at that save.
+    keep_previous, drop_previous = True, False
+    if folder is not None:
+        path, previous = folder / CHECKPOINT_NAME, folder / PREVIOUS_CHECKPOINT_NAME
+        remove_stale_temp_files(path)
+    if path is not None and resume and (path.exists() or previous.exists()):
+        loaded = load_latest_checkpoint(path, previous)
+        _load_for(run, loaded.state, loaded.path, config)
+        checkpoint = loaded.state
+        if loaded.refused is not None:
+            # last.pt is unreadable: the next save overwrites it instead of turning it into
+            # previous.pt, so the good fallback stays until a new good checkpoint exists.
+            keep_previous = False
+            if progress:
+                print(f"{path} {loaded.refused}: resuming from {loaded.path} instead")
         if checkpoint["complete"]:
             if progress:
-                print(f"training already complete ({path}): loaded its weights and history")
+                print(f"training already complete ({loaded.path}): loaded its weights and history")
             model.eval()
             return _history_from(checkpoint)
-        _restore(run, checkpoint, path)
+        _restore(run, checkpoint, loaded.path)
         start_epoch = int(checkpoint["epoch"])
         if progress:
-            print(f"resuming from {path} after epoch {start_epoch}/{epochs}")
+            print(f"resuming from {loaded.path} after epoch {start_epoch}/{epochs}")
     else:
         _seed_everything(seed)
+        keep_previous = False
+        drop_previous = previous is not None and previous.exists()
 
     # 4. Train, evaluate, checkpoint.
     for epoch in range(start_epoch, epochs):
@@ -741,8 +870,13 @@ def fit(
         bar.close()
         if path is not None:
             save_checkpoint(
-                _checkpoint_state(run, epoch=epoch + 1, complete=last, config=config), path
+                _checkpoint_state(run, epoch=epoch + 1, complete=last, config=config),
+                path,
+                previous=previous if keep_previous else None,
             )
+            if drop_previous:
+                previous.unlink(missing_ok=True)
+            keep_previous, drop_previous = True, False
     model.eval()
     return run.history
 
@@ -787,16 +921,20 @@ def evaluate(
     from coursepkg.evaluation import MeanAveragePrecision
 
     _check_detector(model)
+    for name, value, minimum in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+        if value is not None:
+            _check_int(name, value, minimum)
+    _check_bool("progress", progress)
     if isinstance(data, DataLoader) and (batch_size is not None or num_workers is not None):
         raise ValueError(
             "batch_size and num_workers apply to datasets; set them on your DataLoader instead"
         )
-    device = _resolve_device(device, model)
+    device = _model_device(model) if device is None else resolve_device(device)
     loader = _make_loader(
         "data",
         data,
-        batch_size=batch_size or DEFAULT_BATCH_SIZE,
-        num_workers=num_workers or 0,
+        batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
+        num_workers=0 if num_workers is None else num_workers,
         shuffle=False,
         generator=None,
         pin_memory=device.type == "cuda",
@@ -810,7 +948,7 @@ def evaluate(
             for index, batch in enumerate(
                 _progress_bar(iterable=loader, desc="evaluate", disable=not progress)
             ):
-                images, targets = _check_batch(batch, step=f"{index + 1} of data")
+                images, targets = _check_batch(batch, where=f"batch {index + 1} of data")
                 detections = model.detect(images.to(device, non_blocking=True))
                 check_detections(detections, images.shape[0])
                 metric.update(
@@ -866,7 +1004,7 @@ def predict(model: Detector, images: Tensor | Sequence[Tensor]) -> list[dict[str
     if any(not batch.is_floating_point() for batch in batches):
         raise TypeError("images must be floating tensors (e.g. uint8 / 255)")
 
-    device = _resolve_device(None, model)
+    device = _model_device(model)
     was_training = model.training
     model.eval()
     results: list[dict[str, Tensor]] = []
