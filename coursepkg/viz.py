@@ -14,6 +14,7 @@ Chapter: book/data_and_conventions
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 
@@ -403,3 +404,20 @@ def plot_pr_curve(
     if label is not None:
         ax.legend(fontsize=8)
     return ax
+
+
+def show_source(fn: object) -> object:
+    """Display the source of ``fn`` as highlighted Python, on the website and in Jupyter/Colab.
+
+    The chapters use it to show a package function (a readable ``*_reference``) exactly as the
+    package defines it, instead of carrying a second copy.
+
+    Args:
+        fn: a function or class defined in Python.
+
+    Returns:
+        An ``IPython.display.Code`` object (the notebook renders it as the cell's output).
+    """
+    from IPython.display import Code  # only where a notebook asks for it
+
+    return Code(inspect.getsource(fn), language="python")

@@ -15,6 +15,7 @@ from coursepkg.ops.boxes import (
     box_area,
     box_convert,
     box_iou,
+    box_iou_reference,
     clip_boxes_to_image,
     convert_to_absolute_values,
     matched_box_iou,
@@ -219,6 +220,63 @@ def test_box_iou_matches_torchvision(dtype):
         nan = torch.isnan(theirs)
         assert_close(ours[~nan], theirs[~nan], rtol=0, atol=0)
         assert (ours[nan] == 0).all()
+
+
+IOU_EDGE_CASES = {
+    "touching": ([[0.0, 0, 2, 2]], [[2.0, 0, 4, 2]]),
+    "identical": ([[1.0, 1, 3, 3]] * 2, [[1.0, 1, 3, 3]]),
+    "zero area": ([[1.0, 1, 1, 1], [0.0, 1, 4, 1]], [[1.0, 1, 1, 1], [0.0, 0, 4, 4]]),
+    "inside": ([[0.0, 0, 10, 10]], [[2.0, 3, 5, 7], [0.0, 0, 10, 10]]),
+    "half": ([[0.0, 0, 10, 10]], [[0.0, 0, 10, 5], [5.0, 0, 15, 10]]),
+    "disjoint": ([[0.0, 0, 1, 1]], [[5.0, 5, 6, 6]]),
+}
+
+
+@pytest.mark.parametrize("case", IOU_EDGE_CASES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_box_iou_reference_equals_fast_path_and_torchvision_on_edge_cases(case, dtype):
+    boxes1, boxes2 = (torch.tensor(b, dtype=dtype) for b in IOU_EDGE_CASES[case])
+    reference = box_iou_reference(boxes1, boxes2)
+    assert_close(box_iou(boxes1, boxes2), reference, rtol=0, atol=0)
+    assert_close(tvops.box_iou(boxes1, boxes2).nan_to_num(0.0), reference, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_box_iou_reference_equals_fast_path_and_torchvision_on_random_boxes(dtype):
+    for n, m in [(0, 3), (1, 1), (17, 23), (64, 40)]:
+        boxes1, boxes2 = random_boxes(n, 50 + n, dtype), random_boxes(m, 60 + m, dtype)
+        reference = box_iou_reference(boxes1, boxes2)
+        assert reference.shape == (n, m) and reference.dtype == dtype
+        # The reference computes in double: float32 results agree to the last bit or so.
+        tol = {"rtol": 0, "atol": 0} if dtype == torch.float64 else {"rtol": 2e-7, "atol": 1e-7}
+        assert_close(box_iou(boxes1, boxes2), reference, **tol)
+        assert_close(tvops.box_iou(boxes1, boxes2).nan_to_num(0.0), reference, **tol)
+
+
+def test_box_iou_huge_float32_coordinates_do_not_overflow():
+    # Areas of boxes near 1e30 overflow float32 (max 3.4e38): torchvision gives inf / inf = NaN.
+    # Ours equal the IoUs computed in float64, rounded to float32, and keep their gradient.
+    rng = torch.Generator().manual_seed(7)
+    boxes1 = random_boxes(20, 8, torch.float64) * 1e27  # up to ~1e30
+    boxes2 = torch.cat([boxes1[:5], random_boxes(15, 9, torch.float64) * 1e27])
+    boxes2 = boxes2 + torch.rand(20, 4, generator=rng, dtype=torch.float64) * 1e28
+    boxes2[:, 2:] = torch.maximum(boxes2[:, 2:], boxes2[:, :2])
+    b1, b2 = boxes1.float(), boxes2.float()
+    assert torch.isnan(tvops.box_iou(b1, b2)).any()  # the bug this guards against
+    expected = box_iou(b1.double(), b2.double()).float()
+    assert_close(box_iou(b1, b2), expected, rtol=1e-6, atol=1e-7)
+    assert_close(box_iou_reference(b1, b2), expected, rtol=1e-6, atol=1e-7)
+    assert_close(matched_box_iou(b1, b2), expected.diagonal(), rtol=1e-6, atol=1e-7)
+    assert_close(
+        box_iou(b1, b2, legacy_plus_one=True), box_iou(b1.double(), b2.double()).float()
+    )  # +1 on a 1e29-wide box changes nothing
+    # Up to the float32 limit, and in float64 near its own limit.
+    edge = torch.tensor([[-3e38, -3e38, 3e38, 3e38], [0.0, 0, 3e38, 3e38]])
+    assert_close(box_iou(edge, edge), torch.tensor([[1.0, 0.25], [0.25, 1.0]]))
+    assert_close(box_iou(edge.double() * 1e269, edge.double() * 1e269)[0, 1].item(), 0.25)
+    grad = b1.clone().requires_grad_()
+    box_iou(grad, b2).sum().backward()
+    assert torch.isfinite(grad.grad).all()
 
 
 def test_box_iou_notes_examples():

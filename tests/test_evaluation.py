@@ -24,6 +24,7 @@ from coursepkg.evaluation import (
     precision_recall,
     voc_average_precision,
 )
+from coursepkg.evaluation.coco_reference import coco_evaluate_reference
 
 # --------------------------------------------------------------------------------------------
 # Slow references (straight transcriptions, loops and all)
@@ -585,6 +586,65 @@ def test_mean_average_precision_equals_pycocotools(seed):
     classes = result["classes"].tolist()
     assert result["map_per_class"][classes.index(4)] == -1  # predictions only
     assert result["map_per_class"][classes.index(5)] == 0  # GT only
+
+
+def reference_stats(preds, targets):
+    return stats_of(coco_evaluate_reference(preds, targets))
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_coco_reference_equals_fast_path_and_pycocotools(seed):
+    # The random data hold crowds, explicit areas, > 100 detections, score and IoU ties, boxes of
+    # area exactly 32^2 and 96^2, empty images, classes with only predictions or only GT.
+    preds, targets = random_dataset(100 + seed, num_images=12)
+    reference = reference_stats(preds, targets)
+    assert_close(reference, torch.from_numpy(coco_oracle(preds, targets).stats), rtol=0, atol=1e-9)
+    assert_close(stats_of(ours(preds, targets)), reference, rtol=0, atol=1e-12)
+
+
+COCO_EDGE_CASES = {
+    "crowd absorbs": (
+        [
+            image(
+                [[0, 0, 10, 10], [100, 100, 120, 120], [130, 130, 150, 150]],
+                [0.9, 0.95, 0.8],
+                [0, 0, 0],
+            )
+        ],
+        [target([[0, 0, 10, 10], [100, 100, 200, 200]], [0, 0], iscrowd=[False, True])],
+    ),
+    "regular preferred": (
+        [image([[0, 0, 10, 10]], [0.9], [0])],
+        [target([[0, 0, 200, 200], [0, 0, 10, 11]], [0, 0], iscrowd=[True, False])],
+    ),
+    "IoU tie": (
+        [image([[0, 0, 10, 10], [0, 0, 10, 20]], [0.9, 0.8], [0, 0])],
+        [target([[0, 0, 10, 20], [0, 0, 20, 10]], [0, 0])],
+    ),
+    "score tie across images": (
+        [
+            image([[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.5], [0, 0]),
+            image([[0, 0, 10, 10]], [0.5], [0]),
+        ],
+        [target([[0, 0, 10, 10]], [0]), target([[0, 0, 10, 10]], [0])],
+    ),
+    "area bounds": (
+        [image([[0, 0, 32, 32], [40, 0, 72, 32], [0, 100, 96, 196]], [0.9, 0.8, 0.7], [0, 0, 0])],
+        [target([[0, 0, 32, 32], [0, 100, 96, 196]], [0, 0], area=[1024.0, 9216.0])],
+    ),
+    "one box, empty image": (
+        [image([[1, 1, 5, 5]], [0.3], [2]), image()],
+        [target([[1, 1, 5, 6]], [2]), target()],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", COCO_EDGE_CASES, ids=str)
+def test_coco_reference_edge_cases(case):
+    preds, targets = COCO_EDGE_CASES[case]
+    reference = reference_stats(preds, targets)
+    assert_close(reference, torch.from_numpy(coco_oracle(preds, targets).stats), rtol=0, atol=1e-9)
+    assert_close(stats_of(ours(preds, targets)), reference, rtol=0, atol=1e-12)
 
 
 def test_mean_average_precision_continuous_boxes_and_float64():

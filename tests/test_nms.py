@@ -19,6 +19,7 @@ from coursepkg.ops.nms import (
     malisiewicz_nms,
     malisiewicz_nms_steps,
     nms,
+    nms_reference,
     nms_steps,
     soft_nms,
 )
@@ -57,6 +58,43 @@ def random_detections(n, seed, dtype=torch.float32, clustered=True, tied=False):
     if tied:
         scores = torch.randint(0, 4, (n,), generator=g).to(dtype) / 4  # four distinct values
     return boxes, scores
+
+
+# --- the reference, the fast path and torchvision ---------------------------------------------
+
+
+def nms_edge_cases():
+    """(name, boxes, scores) edge cases: empty, one box, identical, ties, at threshold, zero area."""
+    at_half = torch.tensor([[0.0, 0, 4, 1], [0.0, 0, 2, 1], [2.0, 0, 4, 1]])  # IoU 0.5 each
+    yield "empty", torch.zeros(0, 4), torch.zeros(0)
+    yield "one box", torch.tensor([[1.0, 2, 3, 4]]), torch.tensor([0.5])
+    yield "identical", torch.tensor([[0.0, 0, 2, 2]] * 4), torch.tensor([0.2, 0.9, 0.9, 0.1])
+    yield "ties", torch.tensor([[0.0, 0, 2, 2], [0.5, 0, 2.5, 2], [1.0, 0, 3, 2]]), torch.ones(3)
+    yield "at threshold", at_half, torch.tensor([0.9, 0.8, 0.7])
+    zero = torch.tensor([[1.0, 1, 1, 1], [1.0, 1, 1, 1], [0.0, 0, 2, 2], [2.0, 2, 2, 5]])
+    yield "zero area", zero, torch.tensor([0.9, 0.8, 0.7, 0.6])
+
+
+@pytest.mark.parametrize("case", list(nms_edge_cases()), ids=lambda case: case[0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nms_reference_equals_fast_path_and_torchvision_on_edge_cases(case, dtype):
+    _, boxes, scores = case
+    boxes, scores = boxes.to(dtype), scores.to(dtype)
+    for threshold in (0.0, 0.3, 0.5, 0.7, 1.0):
+        expected = tvops.nms(boxes, scores, threshold)
+        assert torch.equal(nms_reference(boxes, scores, threshold), expected), threshold
+        assert torch.equal(nms(boxes, scores, threshold), expected), threshold
+
+
+@pytest.mark.parametrize(
+    ("n", "clustered", "tied"), [(57, True, False), (400, True, True), (300, False, False)]
+)
+def test_nms_reference_equals_fast_path_and_torchvision_on_random_boxes(n, clustered, tied):
+    boxes, scores = random_detections(n, seed=900 + n, clustered=clustered, tied=tied)
+    for threshold in (0.3, 0.5, 0.7):
+        reference = nms_reference(boxes, scores, threshold)
+        assert torch.equal(reference, tvops.nms(boxes, scores, threshold)), threshold
+        assert torch.equal(nms(boxes, scores, threshold), reference), threshold
 
 
 # --- greedy NMS against torchvision ------------------------------------------------------------
@@ -160,12 +198,12 @@ def greedy_reference(boxes, scores, threshold):
     return torch.tensor(keep, dtype=torch.int64)
 
 
-@pytest.mark.parametrize(("block", "last_block"), [(1, 1), (3, 10), (16, 63), (63, 63)])
+@pytest.mark.parametrize(("block", "last_block"), [(1, 1), (3, 10), (7, 64), (63, 65), (200, 200)])
 def test_nms_block_sizes_do_not_change_the_result(monkeypatch, block, last_block):
-    # (1, 1): every block is one box, the textbook loop; 63: the largest block whose rows fit an
-    # int64. Inputs of 700 and 300 boxes go through both kinds of block.
-    monkeypatch.setattr(nms_module, "_BLOCK", block)
-    monkeypatch.setattr(nms_module, "_LAST_BLOCK", last_block)
+    # (1, 1): every block is one box, the textbook loop; blocks of 7, 63, 65 and 200 boxes pack
+    # their bit rows into partly filled bytes. Inputs of 700 and 300 boxes go through both kinds
+    # of block.
+    monkeypatch.setitem(nms_module._BLOCK, "cpu", (block, last_block))
     for n, tied in [(700, False), (300, True)]:
         boxes, scores = random_detections(n, seed=5, tied=tied)
         for threshold in (0.0, 0.5, 1.0):
@@ -178,9 +216,9 @@ def test_nms_block_sizes_do_not_change_the_result(monkeypatch, block, last_block
 
 @pytest.mark.parametrize("offset", [-1, 0, 1, 2])
 def test_nms_on_both_sides_of_the_last_block(offset):
-    # Up to _LAST_BLOCK boxes are decided in one block; one more box takes a first block of
-    # _BLOCK boxes, then the rest.
-    n = nms_module._LAST_BLOCK + offset
+    # Up to `last` boxes are decided in one block; one more box takes a first block of `block`
+    # boxes, then the rest.
+    n = nms_module._BLOCK["cpu"][1] + offset
     for seed, tied in [(0, False), (1, True)]:
         boxes, scores = random_detections(n, seed=600 + seed, tied=tied)
         for threshold in (0.3, 0.5, 0.7):

@@ -9,7 +9,7 @@ from torchvision.ops import roi_align as tv_roi_align
 from torchvision.ops import roi_pool as tv_roi_pool
 
 import coursepkg.ops.roi_pool as roi_module
-from coursepkg.ops.roi_pool import roi_align, roi_pool
+from coursepkg.ops.roi_pool import roi_align, roi_pool, roi_pool_reference
 
 
 def random_rois(num_rois, num_images, image_size, generator, dtype=torch.float32):
@@ -45,6 +45,40 @@ def test_roi_align_matches_torchvision(n, c, h, w, k, scale, sampling_ratio, ali
     for output_size in [(7, 7), (2, 3), 1]:
         expected = tv_roi_align(x, rois, output_size, scale, sampling_ratio, aligned)
         assert_close(roi_align(x, rois, output_size, scale, sampling_ratio, aligned), expected)
+
+
+@pytest.mark.parametrize("n, c, h, w, k, scale", CASES)
+def test_roi_pool_reference_equals_fast_path_and_torchvision(n, c, h, w, k, scale):
+    # Random RoIs include boxes partly or fully outside the map, tiny and zero-area ones.
+    g = torch.Generator().manual_seed(h * 10 + w)
+    x = torch.randn(n, c, h, w, generator=g)
+    rois = random_rois(k, n, (h / scale, w / scale), g)
+    for output_size in [(7, 7), (2, 3), (1, 1)]:
+        reference = roi_pool_reference(x, rois, output_size, scale)
+        assert_close(reference, tv_roi_pool(x, rois, output_size, scale), rtol=0, atol=0)
+        assert_close(roi_pool(x, rois, output_size, scale), reference, rtol=0, atol=0)
+
+
+def test_roi_pool_reference_edge_cases():
+    # 4 x 5 map: RoIs on the border, beyond it, of one cell, bins of one cell (3 x 3 RoI, 3 x 3
+    # bins), more bins than cells (bins share cells), a half-cell rounding (2.5 -> 3).
+    x = torch.arange(2 * 2 * 4 * 5, dtype=torch.float32).view(2, 2, 4, 5).flip(-1)
+    rois = torch.tensor(
+        [
+            [0, 0.0, 0.0, 4.0, 3.0],  # the whole map
+            [1, 3.0, 2.0, 9.0, 9.0],  # over the bottom-right border
+            [0, 6.0, 5.0, 8.0, 8.0],  # entirely outside: zeros
+            [1, 2.0, 1.0, 2.0, 1.0],  # one cell
+            [0, 1.0, 0.0, 3.0, 2.0],  # 3 x 3 cells: bins of one cell
+            [1, -2.0, -3.0, 0.0, 0.0],  # over the top-left corner
+            [0, 2.5, 1.5, 4.5, 3.5],  # halves round away from zero
+        ]
+    )
+    for output_size, scale in [((3, 3), 1.0), ((7, 2), 1.0), ((1, 1), 1.0), ((3, 3), 0.5)]:
+        reference = roi_pool_reference(x, rois, output_size, scale)
+        assert_close(reference, tv_roi_pool(x, rois, output_size, scale), rtol=0, atol=0)
+        assert_close(roi_pool(x, rois, output_size, scale), reference, rtol=0, atol=0)
+    assert roi_pool_reference(x, rois, (3, 3))[2].abs().sum() == 0  # outside the map
 
 
 @pytest.mark.parametrize("n, c, h, w, k, scale", CASES)

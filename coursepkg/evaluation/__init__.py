@@ -33,7 +33,8 @@ Reference oracles (pycocotools) appear only in the tests and ``benchmarks/bench_
 
 Modules: :mod:`~coursepkg.evaluation.ap` (AP of one curve), :mod:`~coursepkg.evaluation.voc`
 (VOC matching and per-class AP), :mod:`~coursepkg.evaluation.coco` (COCO mAP/mAR equal to
-pycocotools). This package imports only :mod:`coursepkg.ops`.
+pycocotools, vectorised), :mod:`~coursepkg.evaluation.coco_reference` (the same numbers, one image
+and class at a time, written to be read; the chapter shows it). This package imports only :mod:`coursepkg.ops`.
 
 Chapter: book/04_evaluation
 """
@@ -53,6 +54,7 @@ from coursepkg.evaluation.coco import (
     COCO_STAT_NAMES,
     MeanAveragePrecision,
 )
+from coursepkg.evaluation.coco_reference import coco_evaluate_reference
 from coursepkg.evaluation.voc import (
     DetectionMatch,
     VOCResult,
@@ -72,6 +74,7 @@ __all__ = [
     "COCO_RECALL_THRESHOLDS",
     "COCO_STAT_NAMES",
     "MeanAveragePrecision",
+    "coco_evaluate_reference",
     "DetectionMatch",
     "VOCResult",
     "match_detections",

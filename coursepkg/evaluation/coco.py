@@ -103,7 +103,9 @@ class MeanAveragePrecision:
     The implementation never loops over images: it builds every (detection, GT) pair of the same
     image and class with IoU >= 0.5 at once, runs the greedy matching for all 10 IoU thresholds
     and 4 area ranges together, looping only over the detections' rank within their image
-    (<= 100 steps), and accumulates each class with cumulative sums over one sorted array.
+    (<= 100 steps), and accumulates each class with cumulative sums over one sorted array. It is
+    tested equal to :func:`~coursepkg.evaluation.coco_reference.coco_evaluate_reference`, the
+    loop over images and classes that the chapter shows (and to pycocotools).
 
     Chapter: book/04_evaluation
     """

@@ -201,12 +201,87 @@ def _check_pair(boxes1: Tensor, boxes2: Tensor) -> None:
         )
 
 
+def box_iou_reference(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise IoU from its definition, one pair at a time: the version the chapter shows.
+
+    ``IoU(A, B) = |A ∩ B| / |A ∪ B| = |A ∩ B| / (|A| + |B| - |A ∩ B|)`` (the Jaccard index;
+    PASCAL VOC, Everingham et al. 2010, §4.4). The intersection of two boxes is a box whose
+    left edge is the larger of the two left edges, and so on; if it has no width or no height,
+    the boxes do not overlap. The arithmetic is in Python floats (double precision), so float32
+    boxes with huge coordinates do not overflow. The tests check that the fast :func:`box_iou`
+    equals this function (and ``torchvision.ops.box_iou``) on seeded random boxes and edge cases.
+
+    Args:
+        boxes1: ``[N, 4]`` xyxy boxes.
+        boxes2: ``[M, 4]`` xyxy boxes.
+
+    Returns:
+        ``[N, M]`` IoUs in ``[0, 1]``, dtype and device of ``boxes1``; 0 for two zero-area boxes.
+
+    Chapter: book/02_boxes_iou
+    """
+    ious = torch.zeros(len(boxes1), len(boxes2), dtype=torch.float64)
+    for i, (ax1, ay1, ax2, ay2) in enumerate(boxes1.tolist()):
+        for j, (bx1, by1, bx2, by2) in enumerate(boxes2.tolist()):
+            inter_w = max(0.0, min(ax2, bx2) - max(ax1, bx1))  # 0 if they do not overlap in x
+            inter_h = max(0.0, min(ay2, by2) - max(ay1, by1))
+            inter = inter_w * inter_h
+            union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+            ious[i, j] = inter / union if union > 0 else 0.0  # two empty boxes: 0, not 0/0
+    return ious.to(boxes1.dtype).to(boxes1.device)
+
+
+def _overflow_safe_scale(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """A power of two (0-d tensor) that brings every coordinate within ``2^c``; 1 when it is.
+
+    IoU is a ratio of areas, so it does not change when every coordinate is multiplied by the
+    same number, and multiplying by a power of two is exact. With ``|x| <= 2^c`` a width is at
+    most ``2^(c+1)``, an area ``2^(2c+2)`` and a sum of two areas ``2^(2c+3)``, which the dtype
+    holds when ``c = (e - 4) // 2`` with ``max < 2^e`` (62 for float32 and bfloat16, 510 for float64, 6 for
+    float16). Without it, float32 boxes with coordinates near 1e30 have areas of inf and IoUs of
+    inf / inf = NaN. The scale is computed on the boxes' device (no host synchronisation); boxes
+    within the range are multiplied by 1, so their IoUs keep every bit.
+    """
+    max_exponent = math.frexp(torch.finfo(boxes1.dtype).max)[1]  # max < 2^max_exponent
+    c = (max_exponent - 4) // 2
+    with torch.no_grad():
+        largest = torch.maximum(boxes1.abs().amax(), boxes2.abs().amax())  # []
+        exponent = torch.frexp(largest).exponent  # largest < 2^exponent
+        return torch.ldexp(largest.new_ones(()), (c - exponent).clamp(max=0))
+
+
+def _box_iou(boxes1: Tensor, boxes2: Tensor, legacy_plus_one: bool = False) -> Tensor:
+    """:func:`box_iou` on boxes already validated (for package code that checked them itself)."""
+    if boxes1.numel() == 0 or boxes2.numel() == 0:
+        return boxes1.new_zeros(boxes1.shape[0], boxes2.shape[0])
+    scale = _overflow_safe_scale(boxes1, boxes2)  # 1 unless a coordinate is beyond 2^c
+    boxes1, boxes2 = boxes1 * scale, boxes2 * scale
+    one = scale if legacy_plus_one else 0.0  # the "+1" pixel, in the scaled units
+    area1 = (boxes1[:, 2] - boxes1[:, 0] + one) * (boxes1[:, 3] - boxes1[:, 1] + one)  # [N]
+    area2 = (boxes2[:, 2] - boxes2[:, 0] + one) * (boxes2[:, 3] - boxes2[:, 1] + one)  # [M]
+    # Width and height of every intersection, one [N, M] tensor each (columns broadcast). The
+    # in-place ops (sub_, clamp_, ...) only save memory traffic; autograd handles them.
+    b1, b2 = boxes1[:, None, :], boxes2[None, :, :]  # [N, 1, 4], [1, M, 4]
+    inter_w = torch.minimum(b1[..., 2], b2[..., 2]).sub_(torch.maximum(b1[..., 0], b2[..., 0]))
+    inter_h = torch.minimum(b1[..., 3], b2[..., 3]).sub_(torch.maximum(b1[..., 1], b2[..., 1]))
+    if legacy_plus_one:
+        inter_w, inter_h = inter_w.add_(one), inter_h.add_(one)
+    inter = inter_w.clamp_(min=0).mul_(inter_h.clamp_(min=0))  # [N, M]
+    union = (area1[:, None] + area2[None, :]).sub_(inter)  # [N, M]
+    # union == 0 only for two zero-area boxes (then inter == 0 too): 0 / tiny = 0, not NaN.
+    # For every other pair union >= tiny, so the clamp changes nothing.
+    return inter.div_(union.clamp_(min=torch.finfo(union.dtype).tiny))
+
+
 def box_iou(boxes1: Tensor, boxes2: Tensor, *, legacy_plus_one: bool = False) -> Tensor:
     """Pairwise intersection over union of two sets of boxes.
 
     ``IoU(A, B) = |A ∩ B| / (|A| + |B| - |A ∩ B|)``. With continuous coordinates
     (the default) this equals ``torchvision.ops.box_iou``, except that the IoU of two zero-area
-    boxes is 0 instead of NaN (their union is empty).
+    boxes is 0 instead of NaN (their union is empty), and that boxes with huge coordinates (beyond
+    ``2^62`` in float32) are first scaled by a power of two so that their areas do not overflow
+    (torchvision gives NaN). Vectorised over all pairs; tested equal to :func:`box_iou_reference`,
+    the pair-by-pair version the chapter shows.
 
     Args:
         boxes1: ``[N, 4]`` xyxy boxes.
@@ -220,21 +295,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, *, legacy_plus_one: bool = False) ->
     Chapter: book/02_boxes_iou
     """
     _check_pair(boxes1, boxes2)
-    one = 1.0 if legacy_plus_one else 0.0
-    area1 = (boxes1[:, 2] - boxes1[:, 0] + one) * (boxes1[:, 3] - boxes1[:, 1] + one)  # [N]
-    area2 = (boxes2[:, 2] - boxes2[:, 0] + one) * (boxes2[:, 3] - boxes2[:, 1] + one)  # [M]
-    # Width and height of every intersection, one [N, M] tensor each (columns broadcast). The
-    # in-place ops (sub_, clamp_, ...) only save memory traffic; autograd handles them.
-    b1, b2 = boxes1[:, None, :], boxes2[None, :, :]  # [N, 1, 4], [1, M, 4]
-    inter_w = torch.minimum(b1[..., 2], b2[..., 2]).sub_(torch.maximum(b1[..., 0], b2[..., 0]))
-    inter_h = torch.minimum(b1[..., 3], b2[..., 3]).sub_(torch.maximum(b1[..., 1], b2[..., 1]))
-    if legacy_plus_one:
-        inter_w, inter_h = inter_w.add_(1), inter_h.add_(1)
-    inter = inter_w.clamp_(min=0).mul_(inter_h.clamp_(min=0))  # [N, M]
-    union = (area1[:, None] + area2[None, :]).sub_(inter)  # [N, M]
-    # union == 0 only for two zero-area boxes (then inter == 0 too): 0 / tiny = 0, not NaN.
-    # For every other pair union >= tiny, so the clamp changes nothing.
-    return inter.div_(union.clamp_(min=torch.finfo(union.dtype).tiny))
+    return _box_iou(boxes1, boxes2, legacy_plus_one)
 
 
 def matched_box_iou(boxes1: Tensor, boxes2: Tensor, *, legacy_plus_one: bool = False) -> Tensor:
@@ -259,7 +320,11 @@ def matched_box_iou(boxes1: Tensor, boxes2: Tensor, *, legacy_plus_one: bool = F
             f"boxes1 and boxes2 must have the same length, got {boxes1.shape[0]} and "
             f"{boxes2.shape[0]}"
         )
-    one = 1.0 if legacy_plus_one else 0.0
+    if boxes1.numel() == 0:
+        return boxes1.new_zeros(0)
+    scale = _overflow_safe_scale(boxes1, boxes2)  # see box_iou
+    boxes1, boxes2 = boxes1 * scale, boxes2 * scale
+    one = scale if legacy_plus_one else 0.0
     area1 = (boxes1[:, 2] - boxes1[:, 0] + one) * (boxes1[:, 3] - boxes1[:, 1] + one)  # [N]
     area2 = (boxes2[:, 2] - boxes2[:, 0] + one) * (boxes2[:, 3] - boxes2[:, 1] + one)  # [N]
     lt = torch.maximum(boxes1[:, :2], boxes2[:, :2])  # [N, 2]

@@ -1,9 +1,11 @@
 """Non-maximum suppression: keep the best box of every cluster of overlapping detections.
 
 Greedy NMS: sort the boxes by score; take the best remaining box, keep it, and drop every
-remaining box whose IoU with it is **greater than** ``iou_threshold``; repeat. :func:`nms` gives
-the same keeps, in the same order, as ``torchvision.ops.nms`` on the CPU: equal scores are ranked
-by input order (a stable sort), and an IoU exactly equal to the threshold does not suppress.
+remaining box whose IoU with it is **greater than** ``iou_threshold``; repeat. That loop, written
+to be read, is :func:`nms_reference`, the one the chapter shows. :func:`nms` computes the same
+keeps faster (the tests check that it equals the reference and ``torchvision.ops.nms``): the
+same keeps, in the same order, as ``torchvision.ops.nms`` on the CPU: equal scores are ranked by
+input order (a stable sort), and an IoU exactly equal to the threshold does not suppress.
 :func:`batched_nms` gives the same keeps as ``torchvision.ops.batched_nms`` (whose order among
 equal scores can differ for large inputs, where it merges classes with an unstable sort).
 
@@ -22,28 +24,26 @@ Chapter: book/03_nms
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Iterator
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from coursepkg.ops.boxes import box_iou
 from coursepkg.ops.validation import check_boxes
 
-# The greedy loop of :func:`nms` decides the boxes a block at a time (see ``_greedy_nms``). A
-# block's boxes are compared with every box still in play: a larger block means fewer passes,
-# each costing some 20 NumPy calls, but more comparisons wasted on block boxes that turn out to
-# be suppressed. 16 was fastest on clustered detections, N = 1,000 to 5,000 (benchmarks/). Once
-# at most ``_LAST_BLOCK`` boxes remain, one last block takes them all; 63 keeps a row of the
-# block's overlap matrix within an int64 (see ``_greedy_within_block``).
-_BLOCK = 16
-_LAST_BLOCK = 63
-_POWERS_OF_TWO = 2 ** np.arange(_LAST_BLOCK, dtype=np.int64)  # [63]: bit j of a row mask
-# The float dtypes NumPy has; bfloat16 is converted to float32, which holds its values exactly.
-_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+# The fast path (:func:`_nms_core`) decides the boxes a block at a time: a block's boxes are
+# compared with every box still in play, in one vectorised step, then decided in order on the
+# host. A larger block means fewer passes (each some 20 torch calls, and on a GPU one transfer)
+# but more comparisons wasted on block boxes that turn out to be suppressed. Once at most
+# ``last`` boxes remain, one last block takes them all. The CPU sizes were fastest on clustered
+# detections, N = 1,000 to 5,000 (benchmarks/bench_boxes_nms.py); on a GPU the comparisons are
+# nearly free and each block costs a host-device round trip, so its blocks are large.
+_BLOCK = {"cpu": (64, 200), "gpu": (2048, 4096)}  # (block, last block)
+_BIT_WEIGHTS = 2 ** torch.arange(8, dtype=torch.uint8)  # [8]: bit j of a packed byte
 
 
 def _check_threshold(value: float, name: str) -> float:
@@ -71,117 +71,141 @@ def _check_scores(scores: Tensor, boxes: Tensor, name: str = "scores") -> None:
         raise ValueError(f"{name} must be finite (no NaN or inf)")
 
 
-def _largest_at_most(value: float, dtype: np.dtype) -> np.floating:
-    """The largest number of ``dtype`` that is ``<= value``.
+def nms_reference(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS written to be read: the loop of the chapter (R-CNN, Girshick et al. 2014, §2.1).
+
+    Sort the boxes by score; keep the best one left; drop every remaining box whose IoU with it
+    is greater than ``iou_threshold``; repeat until no box is left. The tests check that the
+    fast :func:`nms` (and ``torchvision.ops.nms``) return exactly these indices, on seeded random
+    boxes and on edge cases (ties, IoU exactly at the threshold, zero-area boxes).
+
+    Args:
+        boxes: ``[N, 4]`` xyxy boxes, float32 or float64.
+        scores: ``[N]`` scores.
+        iou_threshold: in ``[0, 1]``.
+
+    Returns:
+        ``[K]`` int64 indices of the kept boxes, in decreasing score order (ties: input order).
+
+    Chapter: book/03_nms
+    """
+    # Best first; a stable sort visits equal scores in input order, as torchvision does.
+    remaining = torch.sort(scores, descending=True, stable=True).indices.tolist()
+    keep = []
+    while remaining:
+        best, rest = remaining[0], remaining[1:]
+        keep.append(best)  # the best box left is never suppressed
+        ious = box_iou(boxes[best][None], boxes[rest])[0].tolist()  # [R] as Python floats
+        # Strictly greater suppresses: a box exactly at the threshold stays. The comparison is
+        # made in double precision, like torchvision's (a float IoU against a double threshold).
+        remaining = [i for i, iou in zip(rest, ious, strict=True) if iou <= iou_threshold]
+    return torch.tensor(keep, dtype=torch.int64, device=boxes.device)
+
+
+def _largest_at_most(value: float, dtype: torch.dtype) -> float:
+    """The largest number of ``dtype`` that is ``<= value`` (as a Python float).
 
     For every ``x`` of that dtype, ``x > result`` exactly when ``x > value``. torchvision compares
     its float IoU with the threshold in double precision (C++ promotes the float); comparing with
     the threshold merely rounded to float32 would disagree on one IoU: float32(0.3) = 0.30000001
     is ``> 0.3``, so 3/10 suppresses at threshold 0.3, but it is not ``> float32(0.3)``.
     """
-    rounded = dtype.type(value)  # nearest, possibly above
-    return np.nextafter(rounded, dtype.type(0)) if float(rounded) > value else rounded
+    rounded = torch.tensor(value, dtype=dtype)  # nearest, possibly above
+    if rounded.item() > value:
+        rounded = torch.nextafter(rounded, torch.zeros_like(rounded))
+    return rounded.item()
 
 
-def _iou_above(block: np.ndarray, others: np.ndarray, limit: np.floating) -> np.ndarray:
-    """``IoU > limit`` for every pair, boxes stored as rows ``x1, y1, -x2, -y2, area``.
+def _corner_rows(boxes: Tensor) -> Tensor:
+    """``[5, N]`` rows ``x1, y1, -x2, -y2, area`` (the area as torchvision computes it)."""
+    x1, y1, x2, y2 = boxes.unbind(1)
+    return torch.stack((x1, y1, -x2, -y2, (x2 - x1) * (y2 - y1)))
 
-    ``block`` is ``[5, B, 1]`` and ``others`` ``[5, 1, R]``; returns ``[B, R]`` bool. With the far
-    corners negated, every edge of an intersection is a ``maximum``, since
-    ``max(-a, -b) = -min(a, b)``. Where the boxes overlap the values are torchvision's bit for
-    bit (negation is exact), so IoUs exactly at the threshold agree. The time goes into passes
-    over ``[B, R]`` arrays, so two of them are reused for every step.
+
+def _iou_above(block: Tensor, others: Tensor, limit: float) -> Tensor:
+    """``IoU > limit`` for every pair of ``block`` ``[5, B]`` and ``others`` ``[5, R]``: ``[B, R]`` bool.
+
+    Columns are boxes as :func:`_corner_rows` stores them. With the far corners negated, every
+    edge of an intersection is a ``maximum`` (``max(-a, -b) = -min(a, b)``), so one ``maximum``
+    gives all four and one sum gives minus the width and height. Negation is exact, so the IoUs
+    are torchvision's bit for bit and IoUs exactly at the threshold agree.
     """
-    inter = np.maximum(block[2], others[2])  # [B, R]: -x2 of the intersection
-    scratch = np.maximum(block[0], others[0])  # [B, R]: x1 of the intersection
-    inter += scratch  # -width
-    # Clamping one factor is enough: with -width <= 0, the product is the intersection where
-    # both factors are < 0, and 0, negative or NaN elsewhere, none of which is > limit (>= 0).
-    np.minimum(inter, 0, out=inter)
-    np.maximum(block[3], others[3], out=scratch)
-    scratch += np.maximum(block[1], others[1])  # -height
-    inter *= scratch
-    union = np.add(block[4], others[4], out=scratch)
-    union -= inter  # 0 only for two zero-area boxes: 0/0 = NaN, not > limit
-    inter /= union
-    return inter > limit
+    edges = torch.maximum(block[:4, :, None], others[:4, None, :])  # [4, B, R]
+    minus_wh = edges[:2].add_(edges[2:]).clamp_(max=0)  # [2, B, R]: -w, -h (0 if apart)
+    inter = minus_wh[0].mul_(minus_wh[1])  # [B, R]
+    union = (block[4, :, None] + others[4, None, :]).sub_(inter)  # 0 only for two empty boxes
+    return inter.div_(union) > limit  # 0/0 = NaN is not > limit
 
 
-def _greedy_within_block(over: np.ndarray) -> list[int]:
+def _greedy_within_block(over: Tensor) -> list[int]:
     """The greedy decisions inside one block, from its ``[B, B]`` matrix of ``IoU > t``.
 
-    Row ``i`` becomes one integer whose bit ``j`` is set when box ``i`` suppresses box ``j``
-    (the bitmask trick of torchvision's CUDA kernel); deciding a box is then one bit test. Bits
-    ``j <= i`` are harmless: those boxes are already decided when box ``i`` is kept.
+    Each row is packed into bytes on the device, copied to the host once and read as one Python
+    integer whose bit ``j`` is set when box ``i`` suppresses box ``j`` (the bitmask trick of
+    torchvision's CUDA kernel); deciding a box is then one bit test. Bits ``j <= i`` are
+    harmless: those boxes are already decided when box ``i`` is kept.
     """
-    masks = (over @ _POWERS_OF_TWO[: len(over)]).tolist()  # [B] ints
+    size = over.shape[0]
+    padded = torch.nn.functional.pad(over, (0, -size % 8)).view(size, -1, 8)  # [B, B8, 8]
+    weights = _BIT_WEIGHTS if over.is_cpu else _BIT_WEIGHTS.to(over.device)
+    packed = padded.to(torch.uint8).mul_(weights).sum(2, dtype=torch.uint8)
+    packed = packed.cpu().contiguous()  # [B, B8]: the one transfer
+    row_bytes = packed.shape[1]
+    data = ctypes.string_at(packed.data_ptr(), packed.numel())  # the bytes, read in C
     suppressed, keep = 0, []
-    for i, mask in enumerate(masks):
+    for i in range(size):
         if not suppressed >> i & 1:
             keep.append(i)
-            suppressed |= mask
+            suppressed |= int.from_bytes(data[i * row_bytes : (i + 1) * row_bytes], "little")
     return keep
 
 
-def _sorted_rows(boxes: Tensor, scores: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """The visiting order and the boxes in that order, as NumPy arrays on the host.
-
-    Returns ``order`` ``[N]``, the indices by decreasing score with ties in input order (a stable
-    sort of ``-scores``, like ``torch.sort(descending=True, stable=True)``), and ``rows``
-    ``[5, N]``, the sorted boxes as rows ``x1, y1, -x2, -y2, area`` (see :func:`_iou_above`).
-    """
-    if scores.dtype not in _NUMPY_FLOATS:
-        scores = scores.float()
-    if boxes.dtype not in _NUMPY_FLOATS:
-        boxes = boxes.float()
-    order = np.argsort(-scores.detach().cpu().numpy(), kind="stable")  # [N]
-    x1, y1, x2, y2 = corners = boxes.detach().cpu().numpy().take(order, axis=0).T  # [4, N]
-    rows = np.empty((5, len(order)), corners.dtype)
-    rows[:2] = corners[:2]
-    np.negative(corners[2:], out=rows[2:4])
-    np.multiply(x2 - x1, y2 - y1, out=rows[4])  # the area, as torchvision computes it
-    return order, rows
-
-
-def _greedy_nms(
-    boxes: Tensor, scores: Tensor, iou_threshold: float, labels: Tensor | None
+def _nms_core(
+    boxes: Tensor, scores: Tensor, iou_threshold: float, labels: Tensor | None = None
 ) -> Tensor:
-    """Greedy NMS (per class when ``labels`` are given); returns the kept indices, best first.
+    """Greedy NMS (per class when ``labels`` are given) on inputs already validated.
 
-    Same result as the textbook loop (:func:`nms_steps`), organised for speed. The boxes still in
-    play are taken a block at a time, best first:
+    Same result as :func:`nms_reference`, organised for speed. The boxes still in play are
+    taken a block at a time, best first:
 
     1. the IoU of each box of the block with every box in play, in one vectorised step;
-    2. the greedy decisions inside the block, in order, in plain Python on bitmasks;
+    2. the greedy decisions inside the block, in order, on the host (one transfer per block);
     3. the block's kept boxes remove every box further down the list that they overlap; the
        survivors form the next blocks.
 
-    The work is about (kept boxes) x (boxes in play), like torchvision's C++ loop, with some 20
-    NumPy calls per block. It runs in NumPy on the host because a NumPy call on a small array
-    costs about a microsecond and a torch call several. CUDA inputs are copied to the host once
-    (torchvision's CUDA kernel also finishes its greedy loop on the host); the kept indices come
-    back on the boxes' device.
+    The work is about (kept boxes) x (boxes in play), like torchvision's C++ loop. Everything
+    stays on the boxes' device except the ``[B, B]`` bits of step 2. bfloat16 boxes are compared
+    in float32.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy; scores: ``[N]``; iou_threshold: in ``[0, 1]``;
+        labels: ``[N]`` integer class ids, or ``None``.
+
+    Returns:
+        ``[K]`` int64 kept indices, best first.
     """
-    with np.errstate(all="ignore"):  # 0/0 and overflow give NaN and inf, which never suppress
-        order, rows = _sorted_rows(boxes, scores)
-        classes = None if labels is None else labels.cpu().numpy().take(order)  # [N]
-        limit = _largest_at_most(iou_threshold, rows.dtype)
-        position = np.arange(len(order))  # [R] position in ``order`` of each box still in play
-        kept = []
-        while position.size > 0:
-            size = _BLOCK if position.size > _LAST_BLOCK else position.size
-            over = _iou_above(rows[:, :size, None], rows[:, None, :], limit)  # [B, R]
-            if classes is not None:  # batched NMS: boxes of different classes never suppress
-                over &= classes[:size, None] == classes[None, :]
-            keep = _greedy_within_block(over[:, :size])
-            kept.append(position[keep])
-            hit = np.logical_or.reduce(over[keep, size:])  # [R - B]: overlaps a kept box
-            survivors = np.logical_not(hit, out=hit).nonzero()[0]  # [R'] among the rest
-            rows, position = rows[:, size:].take(survivors, axis=1), position[size:][survivors]
-            if classes is not None:
-                classes = classes[size:][survivors]
-    kept = order.take(np.concatenate(kept)) if kept else position  # [K]
-    return torch.from_numpy(kept).to(boxes.device, torch.int64)
+    if boxes.dtype == torch.bfloat16:  # float32 holds its values exactly
+        boxes = boxes.float()
+    block, last = _BLOCK["cpu" if boxes.device.type == "cpu" else "gpu"]
+    order = torch.sort(scores.detach(), descending=True, stable=True).indices  # [N]
+    rows = _corner_rows(boxes.detach()[order])  # [5, R] boxes in play, best first
+    classes = None if labels is None else labels[order]  # [R]
+    position = torch.arange(len(order), device=boxes.device)  # [R] place in ``order``
+    limit = _largest_at_most(iou_threshold, rows.dtype)
+    kept = []
+    while len(position) > 0:
+        size = block if len(position) > last else len(position)
+        over = _iou_above(rows[:, :size], rows, limit)  # [B, R]
+        if classes is not None:  # batched NMS: boxes of different classes never suppress
+            over &= classes[:size, None] == classes[None, :]
+        keep = _greedy_within_block(over[:, :size])  # [k] Python ints
+        kept.append(position[keep])
+        hit = over[keep, size:].any(dim=0)  # [R - B]: overlaps a kept box of the block
+        survivors = hit.logical_not_().nonzero().squeeze(1).add_(size)  # [R'] among the rest
+        rows, position = rows[:, survivors], position[survivors]
+        if classes is not None:
+            classes = classes[survivors]
+    return order[torch.cat(kept)] if kept else order  # [K]
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -190,8 +214,9 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     Visit the boxes in decreasing score order; keep a box unless a box kept before it has
     ``IoU > iou_threshold`` with it (strictly greater: IoU equal to the threshold survives).
     Equal scores are visited in input order (a stable sort), as torchvision does on the CPU.
-    The greedy loop runs in NumPy on the host: CUDA inputs are copied there and the result comes
-    back on their device; bfloat16 boxes are compared in float32.
+    Validates the inputs, then runs the fast path, tested equal to :func:`nms_reference`; it
+    stays on the boxes' device but for one small transfer per block of boxes. bfloat16 boxes are
+    compared in float32.
 
     Args:
         boxes: ``[N, 4]`` xyxy boxes.
@@ -210,7 +235,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     check_boxes(boxes)
     _check_scores(scores, boxes)
     iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
-    return _greedy_nms(boxes, scores, iou_threshold, None)
+    return _nms_core(boxes, scores, iou_threshold)
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -244,7 +269,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     if idxs.device != boxes.device:
         raise ValueError(f"idxs must be on the device of boxes ({boxes.device}), got {idxs.device}")
     iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
-    return _greedy_nms(boxes, scores, iou_threshold, idxs)
+    return _nms_core(boxes, scores, iou_threshold, idxs)
 
 
 class NMSStep(NamedTuple):

@@ -312,10 +312,70 @@ def roi_pool(
         ValueError: on wrong shapes, NaN/inf in ``boxes``, x2 < x1 or y2 < y1, a batch index
             outside ``[0, N)``, or a non-positive ``output_size`` or ``spatial_scale``.
 
+    The fast path (a sparse table of block maxima, see the module docstring) is tested equal to
+    :func:`roi_pool_reference`, the loop the chapter shows.
+
     Chapter: book/06_fast_rcnn (section "RoI pooling").
     """
     rois = _as_rois(input, boxes, spatial_scale)
-    out_h, out_w = _output_size(output_size)
+    return _roi_pool(input, rois, _output_size(output_size), spatial_scale)
+
+
+def roi_pool_reference(
+    input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float = 1.0
+) -> Tensor:
+    """RoI max pooling written to be read, one RoI and one bin at a time (Fast R-CNN, §2.1).
+
+    "RoI max pooling works by dividing the ``h x w`` RoI window into an ``H x W`` grid of
+    sub-windows of approximate size ``h/H x w/W`` and then max-pooling the values in each
+    sub-window into the corresponding output grid cell." The rounding rules are those of
+    ``torchvision.ops.roi_pool`` (and of the original Caffe layer). The tests check that the fast
+    :func:`roi_pool` (and torchvision) return the same values on seeded random maps and boxes,
+    and on edge cases (RoIs at or beyond the border, bins of one cell, RoIs smaller than a cell).
+
+    Args:
+        input: ``[N, C, H, W]`` feature maps.
+        rois: ``[K, 5]`` ``(batch_index, x1, y1, x2, y2)`` in image pixels.
+        output_size: ``(H_out, W_out)``.
+        spatial_scale: feature cells per image pixel.
+
+    Returns:
+        ``[K, C, H_out, W_out]``; a bin that falls outside the map is 0.
+
+    Chapter: book/06_fast_rcnn (section "RoI pooling").
+    """
+    out_h, out_w = output_size
+    height, width = input.shape[-2:]
+    output = input.new_zeros(len(rois), input.shape[1], out_h, out_w)
+    for k, (batch, *box) in enumerate(rois.tolist()):
+        # 1. The box in feature cells, rounded to whole cells (C's round: halves away from 0).
+        x1, y1, x2, y2 = (
+            int(math.copysign(math.floor(abs(v * spatial_scale) + 0.5), v)) for v in box
+        )
+        roi_h, roi_w = max(y2 - y1 + 1, 1), max(x2 - x1 + 1, 1)  # cells, both ends included
+        # 2. Bin edges: bin p spans rows [floor(p * h / H_out), ceil((p + 1) * h / H_out)) of the
+        #    window, computed in the input's dtype as torchvision does, then clipped to the map.
+        bin_h = torch.tensor(roi_h, dtype=input.dtype) / out_h
+        bin_w = torch.tensor(roi_w, dtype=input.dtype) / out_w
+        p, q = torch.arange(out_h, dtype=input.dtype), torch.arange(out_w, dtype=input.dtype)
+        tops = (y1 + torch.floor(p * bin_h).long()).clamp(0, height).tolist()
+        bottoms = (y1 + torch.ceil((p + 1) * bin_h).long()).clamp(0, height).tolist()
+        lefts = (x1 + torch.floor(q * bin_w).long()).clamp(0, width).tolist()
+        rights = (x1 + torch.ceil((q + 1) * bin_w).long()).clamp(0, width).tolist()
+        # 3. Each bin is the maximum of its cells, per channel (0 if the bin is empty).
+        for i, (top, bottom) in enumerate(zip(tops, bottoms, strict=True)):
+            for j, (left, right) in enumerate(zip(lefts, rights, strict=True)):
+                if bottom > top and right > left:
+                    cells = input[int(batch), :, top:bottom, left:right]  # [C, h_bin, w_bin]
+                    output[k, :, i, j] = cells.amax(dim=(1, 2))
+    return output
+
+
+def _roi_pool(
+    input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float
+) -> Tensor:
+    """:func:`roi_pool` on validated inputs: ``rois`` ``[K, 5]``, ``output_size`` a pair."""
+    out_h, out_w = output_size
     num_images, channels, height, width = input.shape
     num_rois = rois.shape[0]
     if num_rois == 0 or channels == 0 or height == 0 or width == 0:
