@@ -17,6 +17,7 @@ Chapter: book/02_boxes_iou
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
