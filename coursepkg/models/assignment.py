@@ -15,7 +15,7 @@ Shapes::
     iou_matrix        [G, A]   IoU of every ground truth (rows) with every anchor (columns)
     matched_gt        [A]      int64, index of the anchor's best ground truth
     labels            [A]      int64, 1 positive / 0 negative / -1 ignored
-    pos_idx, neg_idx  [P], [Q] int64 anchor indices, P + Q <= num_samples
+    pos_idx, neg_idx  [P], [Q] int64 anchor indices, P + Q <= batch_size_per_image
 
 Relation to torchvision's ``Matcher(0.7, 0.3, allow_low_quality_matches=True)``, which returns one
 tensor ``matches`` with the ground-truth index for positives, ``BELOW_LOW_THRESHOLD = -1`` for
@@ -57,25 +57,25 @@ class SampledAnchors(NamedTuple):
 
 def match_anchors(
     iou_matrix: Tensor,
-    high_threshold: float = 0.7,
-    low_threshold: float = 0.3,
+    fg_iou_thresh: float = 0.7,
+    bg_iou_thresh: float = 0.3,
     allow_low_quality_matches: bool = True,
 ) -> AnchorMatch:
     """Label anchors positive / negative / ignored from their IoU with the ground truths.
 
-    Faster R-CNN §3.1.2: positive if ``max IoU >= high_threshold``; negative if
-    ``max IoU < low_threshold``; ignored in between. With ``allow_low_quality_matches``, for every
+    Faster R-CNN §3.1.2: positive if ``max IoU >= fg_iou_thresh``; negative if
+    ``max IoU < bg_iou_thresh``; ignored in between. With ``allow_low_quality_matches``, for every
     ground truth the anchors that reach its highest IoU (all of them on ties) also become positive,
     matched to *their own* best ground truth (torchvision's rule). A ground truth whose best IoU is 0
     (for example a zero-area box) adds no such match: torchvision would turn every anchor with IoU 0
     to it positive, a quirk inherited from py-faster-rcnn that we guard against. Otherwise the
-    result equals torchvision's ``Matcher(high_threshold, low_threshold, allow_low_quality_matches)``.
+    result equals torchvision's ``Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches)``.
 
     Args:
         iou_matrix: [G, A] float, IoU of ground truth ``g`` with anchor ``a``. G = 0 (an image
             without objects) makes every anchor negative.
-        high_threshold: IoU from which an anchor is positive (inclusive).
-        low_threshold: IoU below which an anchor is negative (exclusive).
+        fg_iou_thresh: IoU from which an anchor is positive (inclusive).
+        bg_iou_thresh: IoU below which an anchor is negative (exclusive).
         allow_low_quality_matches: also make the best anchor(s) of each ground truth positive.
 
     Returns:
@@ -83,7 +83,7 @@ def match_anchors(
 
     Raises:
         TypeError: if ``iou_matrix`` is not a floating tensor.
-        ValueError: if ``iou_matrix`` is not 2-D or contains NaN, or ``low_threshold > high_threshold``.
+        ValueError: if ``iou_matrix`` is not 2-D or contains NaN, or ``bg_iou_thresh > fg_iou_thresh``.
 
     Chapter: book/07_faster_rcnn (section "Which anchors are positive").
     """
@@ -95,9 +95,9 @@ def match_anchors(
         raise TypeError(f"iou_matrix must be a floating tensor, got {iou_matrix.dtype}")
     if torch.isnan(iou_matrix).any():
         raise ValueError("iou_matrix contains NaN")
-    if low_threshold > high_threshold:
+    if bg_iou_thresh > fg_iou_thresh:
         raise ValueError(
-            f"low_threshold must be <= high_threshold, got low={low_threshold}, high={high_threshold}"
+            f"bg_iou_thresh must be <= fg_iou_thresh, got low={bg_iou_thresh}, high={fg_iou_thresh}"
         )
     num_gt, num_anchors = iou_matrix.shape
     device = iou_matrix.device
@@ -110,8 +110,8 @@ def match_anchors(
 
     best_iou, matched_gt = iou_matrix.max(dim=0)  # [A] each: best ground truth per anchor
     labels = torch.full((num_anchors,), IGNORED, dtype=torch.int64, device=device)
-    labels[best_iou < low_threshold] = NEGATIVE
-    labels[best_iou >= high_threshold] = POSITIVE
+    labels[best_iou < bg_iou_thresh] = NEGATIVE
+    labels[best_iou >= fg_iou_thresh] = POSITIVE
 
     if allow_low_quality_matches and num_anchors > 0:
         best_per_gt = iou_matrix.max(dim=1).values  # [G]
@@ -123,14 +123,14 @@ def match_anchors(
 
 def sample_balanced(
     labels: Tensor,
-    num_samples: int = 256,
+    batch_size_per_image: int = 256,
     positive_fraction: float = 0.5,
     generator: torch.Generator | None = None,
 ) -> SampledAnchors:
     """Pick a mini-batch of anchors with at most ``positive_fraction`` positives.
 
-    ``num_pos = min(#positives, int(num_samples * positive_fraction))`` positives and
-    ``num_neg = min(#negatives, num_samples - num_pos)`` negatives, chosen uniformly at random
+    ``num_pos = min(#positives, int(batch_size_per_image * positive_fraction))`` positives and
+    ``num_neg = min(#negatives, batch_size_per_image - num_pos)`` negatives, chosen uniformly at random
     without replacement (Faster R-CNN §3.1.3: 256 anchors, up to 1:1). When there are fewer than
     128 positives the batch is padded with negatives. Ignored anchors (-1) are never sampled.
     The counts equal torchvision's ``BalancedPositiveNegativeSampler``; the subsets are random.
@@ -141,7 +141,7 @@ def sample_balanced(
 
     Args:
         labels: [A] integer or float labels, 1 positive, 0 negative, -1 ignored.
-        num_samples: anchors per image in the batch (``RPN_BATCHSIZE`` = 256).
+        batch_size_per_image: anchors per image in the batch (``RPN_BATCHSIZE`` = 256).
         positive_fraction: largest share of positives (``RPN_FG_FRACTION`` = 0.5).
         generator: random generator for reproducible draws (on the CPU; the indices are moved to
             the device of ``labels``).
@@ -152,7 +152,7 @@ def sample_balanced(
 
     Raises:
         TypeError: if ``labels`` is not a tensor.
-        ValueError: if ``labels`` is not 1-D or has values other than -1, 0, 1, if ``num_samples``
+        ValueError: if ``labels`` is not 1-D or has values other than -1, 0, 1, if ``batch_size_per_image``
             is negative, or ``positive_fraction`` is outside [0, 1].
 
     Chapter: book/07_faster_rcnn (section "Sampling 256 anchors").
@@ -163,15 +163,15 @@ def sample_balanced(
         raise ValueError(f"labels must be [A], got {list(labels.shape)}")
     if not ((labels == POSITIVE) | (labels == NEGATIVE) | (labels == IGNORED)).all():
         raise ValueError("labels must only contain 1 (positive), 0 (negative) and -1 (ignored)")
-    if int(num_samples) != num_samples or num_samples < 0:
-        raise ValueError(f"num_samples must be a non-negative integer, got {num_samples}")
+    if int(batch_size_per_image) != batch_size_per_image or batch_size_per_image < 0:
+        raise ValueError(f"batch_size_per_image must be a non-negative integer, got {batch_size_per_image}")
     if not 0.0 <= positive_fraction <= 1.0:
         raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
 
     positives = torch.where(labels == POSITIVE)[0]
     negatives = torch.where(labels == NEGATIVE)[0]
-    num_pos = min(positives.numel(), int(num_samples * positive_fraction))
-    num_neg = min(negatives.numel(), int(num_samples) - num_pos)  # the notes wrote "*" here
+    num_pos = min(positives.numel(), int(batch_size_per_image * positive_fraction))
+    num_neg = min(negatives.numel(), int(batch_size_per_image) - num_pos)  # the notes wrote "*" here
 
     def choose(candidates: Tensor, k: int) -> Tensor:
         order = torch.randperm(candidates.numel(), generator=generator)[:k].to(candidates.device)

@@ -115,3 +115,20 @@ def check_image_size(image_size: Sequence[int], name: str = "image_size") -> tup
     if height <= 0 or width <= 0:
         raise ValueError(f"{name} must be positive (height, width), got {(height, width)}")
     return height, width
+
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def check_reduction(reduction: object) -> str:
+    """Validate a loss's ``reduction``, one of ``"none"``, ``"mean"``, ``"sum"`` as in
+    ``torch.nn.functional``, and return it.
+
+    Raises:
+        ValueError: for anything else (the message names ``reduction``).
+
+    Chapter: book/glossary
+    """
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
