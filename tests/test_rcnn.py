@@ -520,6 +520,54 @@ def test_proposal_cache_calls_once_per_image_and_truncates():
         ProposalCache(fn, max_proposals=-1)
 
 
+def test_proposal_cache_never_shares_between_different_images_with_equal_keys():
+    """Two images whose fingerprints agree (two values swapped at positions with the same weight)
+    still get their own proposals: the exact comparison decides, not the key."""
+    calls = []
+
+    def fn(image):
+        calls.append(1)
+        return torch.tensor([[0.0, 0.0, float(len(calls)), 1.0]])
+
+    a = torch.rand(3, 150, 150, generator=torch.Generator().manual_seed(0))
+    b = a.clone().flatten()
+    b[[5, 5 + 65521]] = b[[5 + 65521, 5]]  # same sum, same weight i mod 65521 + 1
+    b = b.reshape(a.shape)
+    assert not torch.equal(a, b)
+    assert ProposalCache.fingerprint(a) == ProposalCache.fingerprint(b)
+    cache = ProposalCache(fn)
+    assert cache(a)[0, 2] == 1 and cache(b)[0, 2] == 2
+    assert len(calls) == 2 and len(cache) == 2
+    assert cache(a)[0, 2] == 1 and cache(b)[0, 2] == 2 and len(calls) == 2
+
+
+def test_proposal_cache_finds_an_image_inside_a_fresh_batch_without_numpy(monkeypatch):
+    """The chapters' use: proposals computed for dataset items, then asked for by a model that sees
+    the same images as rows of a new batch tensor every epoch. No host round trip through numpy."""
+    calls = []
+
+    def fn(image):
+        calls.append(1)
+        return torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+
+    def no_numpy(*args, **kwargs):
+        raise AssertionError("ProposalCache must not go through numpy")
+
+    items = [torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    monkeypatch.setattr(torch.Tensor, "numpy", no_numpy)
+    cache = ProposalCache(fn)
+    for image in items:
+        cache(image)
+    for _ in range(2):  # two "epochs"
+        batch = torch.stack(items[::-1])  # a fresh tensor
+        for image in batch:
+            cache(image)
+    assert len(calls) == 3 and len(cache) == 3
+    items[0].mul_(0.5)  # edited in place: now a different image
+    cache(items[0])
+    assert len(calls) == 4
+
+
 def _tiny_model(num_classes: int = 2) -> RCNN:
     torch.manual_seed(0)
     net = RegionFeatureNet(num_classes, input_size=8, width=2, representation_size=6).eval()
