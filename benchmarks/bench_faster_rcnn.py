@@ -145,7 +145,7 @@ def bench_row(
         "image_size": f"{image_size[0]}x{image_size[1]}",
         "batch": batch_size,
         "post_nms_train": config.rpn_post_nms_top_n_train,
-        "rois_per_image": config.roi_batch_size_per_image,
+        "batch_size_per_image": config.roi_batch_size_per_image,
         "threads": torch.get_num_threads(),
     }
     for name, pairs in times.items():

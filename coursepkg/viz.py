@@ -162,7 +162,7 @@ def show_detections(
     class_names: Sequence[str] | None = None,
     ax: Axes | None = None,
     *,
-    score_threshold: float = 0.0,
+    score_thresh: float = 0.0,
     title: str | None = None,
 ) -> Axes:
     """Show an image with its ground truth (dashed) and predictions (solid, with scores).
@@ -171,10 +171,10 @@ def show_detections(
         image: ``[3, H, W]`` image.
         target: ``{"boxes": [G, 4], "labels": [G]}`` or None.
         prediction: ``{"boxes": [D, 4], "scores": [D], "labels": [D]}`` or None; predictions
-            scoring below ``score_threshold`` are not drawn.
+            scoring below ``score_thresh`` are not drawn.
         class_names: names indexed by label.
         ax: the axes; default a new 4 x 4 inch figure.
-        score_threshold: hide weaker predictions.
+        score_thresh: hide weaker predictions.
         title: optional axes title.
 
     Returns:
@@ -191,7 +191,7 @@ def show_detections(
         scores = prediction.get("scores")
         keep = slice(None)
         if scores is not None:
-            keep = torch.as_tensor(scores).detach().cpu() >= score_threshold
+            keep = torch.as_tensor(scores).detach().cpu() >= score_thresh
         boxes = prediction["boxes"].detach().cpu()[keep]
         labels = prediction.get("labels")
         labels = None if labels is None else torch.as_tensor(labels).detach().cpu()[keep]

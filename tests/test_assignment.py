@@ -29,8 +29,8 @@ def check_against_torchvision(iou, **kwargs):
     ours = match_anchors(iou, **kwargs)
     matches, labels = torchvision_match(
         iou,
-        kwargs.get("high_threshold", 0.7),
-        kwargs.get("low_threshold", 0.3),
+        kwargs.get("fg_iou_thresh", 0.7),
+        kwargs.get("bg_iou_thresh", 0.3),
         kwargs.get("allow_low_quality_matches", True),
     )
     assert ours.labels.dtype == torch.int64 and ours.matched_gt.dtype == torch.int64
@@ -57,7 +57,7 @@ def test_matches_torchvision_with_many_ties_and_exact_thresholds(seed):
     g = torch.Generator().manual_seed(seed)
     iou = (torch.randint(1, 10, (4, 60), generator=g) / 10.0).float()
     check_against_torchvision(iou)
-    check_against_torchvision(iou, high_threshold=0.5, low_threshold=0.4)
+    check_against_torchvision(iou, fg_iou_thresh=0.5, bg_iou_thresh=0.4)
 
 
 def test_thresholds_are_inclusive_above_exclusive_below():
@@ -131,13 +131,13 @@ def test_no_anchors():
         (lambda: match_anchors(torch.tensor([[float("nan")]])), "NaN", ValueError),
         (
             lambda: match_anchors(torch.rand(2, 2), 0.3, 0.7),
-            "low_threshold must be <= high_threshold",
+            "bg_iou_thresh must be <= fg_iou_thresh",
             ValueError,
         ),
         (lambda: match_anchors([[0.5]]), "must be a torch.Tensor", TypeError),
         (lambda: sample_balanced(torch.zeros(2, 2)), r"labels must be \[A\]", ValueError),
         (lambda: sample_balanced(torch.tensor([0, 1, 2])), "only contain", ValueError),
-        (lambda: sample_balanced(torch.tensor([0, 1]), num_samples=-1), "num_samples", ValueError),
+        (lambda: sample_balanced(torch.tensor([0, 1]), batch_size_per_image=-1), "batch_size_per_image", ValueError),
         (
             lambda: sample_balanced(torch.tensor([0, 1]), positive_fraction=1.5),
             "positive_fraction",
@@ -160,12 +160,12 @@ def make_labels(num_pos, num_neg, num_ignored, generator):
     "num_pos, num_neg, num_ignored",
     [(0, 500, 10), (10, 500, 0), (200, 500, 30), (200, 50, 0), (0, 0, 5), (3, 2, 0), (128, 128, 0)],
 )
-@pytest.mark.parametrize("num_samples, fraction", [(256, 0.5), (512, 0.25), (64, 1.0), (10, 0.0)])
-def test_sample_counts_match_torchvision(num_pos, num_neg, num_ignored, num_samples, fraction):
+@pytest.mark.parametrize("batch_size_per_image, fraction", [(256, 0.5), (512, 0.25), (64, 1.0), (10, 0.0)])
+def test_sample_counts_match_torchvision(num_pos, num_neg, num_ignored, batch_size_per_image, fraction):
     g = torch.Generator().manual_seed(num_pos + 7 * num_neg)
     labels = make_labels(num_pos, num_neg, num_ignored, g)
-    ours = sample_balanced(labels, num_samples, fraction, generator=g)
-    pos_mask, neg_mask = BalancedPositiveNegativeSampler(num_samples, fraction)([labels.float()])
+    ours = sample_balanced(labels, batch_size_per_image, fraction, generator=g)
+    pos_mask, neg_mask = BalancedPositiveNegativeSampler(batch_size_per_image, fraction)([labels.float()])
     assert ours.pos_idx.numel() == int(pos_mask[0].sum())
     assert ours.neg_idx.numel() == int(neg_mask[0].sum())
     # Valid, distinct, sorted subsets of the right anchors.

@@ -27,13 +27,13 @@ from coursepkg.ops.roi_pool import roi_pool
 
 def test_config_defaults_are_the_papers():
     c = FastRCNNConfig()
-    assert (c.roi_size, c.representation_size, c.rois_per_image, c.fg_fraction) == (
+    assert (c.roi_size, c.representation_size, c.batch_size_per_image, c.positive_fraction) == (
         7,
         4096,
         64,
         0.25,
     )
-    assert (c.fg_iou, c.bg_iou_low, c.box_loss_weight, c.smooth_l1_beta, c.nms_thresh) == (
+    assert (c.fg_iou_thresh, c.bg_iou_thresh_lo, c.box_loss_weight, c.beta, c.nms_thresh) == (
         0.5,
         0.1,
         1.0,
@@ -43,8 +43,8 @@ def test_config_defaults_are_the_papers():
     assert c.box_weights == pytest.approx((10.0, 10.0, 5.0, 5.0))
     course = FastRCNNConfig.for_course(3)
     assert (course.num_classes, course.roi_size, course.representation_size) == (3, 4, 256)
-    with pytest.raises(ValueError, match="bg_iou_low < fg_iou"):
-        FastRCNNConfig(bg_iou_low=0.5)
+    with pytest.raises(ValueError, match="bg_iou_thresh_lo < fg_iou_thresh"):
+        FastRCNNConfig(bg_iou_thresh_lo=0.5)
     with pytest.raises(ValueError, match="num_classes must be >= 1"):
         FastRCNNConfig(num_classes=0)
     with pytest.raises(ValueError, match="box_target_stds"):
@@ -95,7 +95,7 @@ def test_multi_task_loss_equals_a_hand_computation():
     loss = multi_task_loss(class_logits, box_regression, labels, targets)
     assert_close(loss.classification, torch.tensor(sum(ce) / 3))
     assert_close(loss.box_regression, torch.tensor((2.125 + 0.02) / 3))
-    doubled = multi_task_loss(class_logits, box_regression, labels, targets, lam=2.0)
+    doubled = multi_task_loss(class_logits, box_regression, labels, targets, box_loss_weight=2.0)
     assert_close(doubled.box_regression, torch.tensor(2 * (2.125 + 0.02) / 3))
     assert_close(doubled.classification, loss.classification)
 
@@ -125,9 +125,9 @@ def test_multi_task_loss_without_rois_is_zero_and_differentiable():
 
 def test_multi_task_loss_errors():
     logits, deltas, targets = torch.zeros(2, 3), torch.zeros(2, 12), torch.zeros(2, 4)
-    with pytest.raises(ValueError, match="lam must be >= 0 and beta > 0"):
-        multi_task_loss(logits, deltas, torch.tensor([0, 1]), targets, lam=-1.0)
-    with pytest.raises(ValueError, match="lam must be >= 0 and beta > 0"):
+    with pytest.raises(ValueError, match="box_loss_weight must be >= 0 and beta > 0"):
+        multi_task_loss(logits, deltas, torch.tensor([0, 1]), targets, box_loss_weight=-1.0)
+    with pytest.raises(ValueError, match="box_loss_weight must be >= 0 and beta > 0"):
         multi_task_loss(logits, deltas, torch.tensor([0, 1]), targets, beta=0.0)
     with pytest.raises(TypeError, match="labels must be an int64"):
         multi_task_loss(logits, deltas, torch.tensor([0.0, 1.0]), targets)
@@ -164,7 +164,7 @@ def test_sampled_background_lies_in_the_papers_iou_range():
     proposals = torch.cat([xy, xy + 5 + torch.rand(400, 2, generator=g) * 40], dim=1)
     kept = drop_easy_background(proposals, gt, 0.1)
     sample = sample_rois(
-        kept, gt, torch.tensor([0, 1]), num_samples=64, positive_fraction=0.25, generator=g
+        kept, gt, torch.tensor([0, 1]), batch_size_per_image=64, positive_fraction=0.25, generator=g
     )
     iou = box_iou(sample.proposals, gt).amax(dim=1)
     background = sample.labels == 0
@@ -278,7 +278,7 @@ def test_fast_rcnn_learns_the_toy_batch():
         raise AssertionError("the targets carry proposals: the model must use them")
 
     config = _tiny_config(
-        bg_iou_low=0.0, rois_per_image=16, backbone_width=8, roi_size=4, representation_size=64
+        bg_iou_thresh_lo=0.0, batch_size_per_image=16, backbone_width=8, roi_size=4, representation_size=64
     )
     model = FastRCNN(config, must_not_search)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -303,9 +303,9 @@ def test_fast_rcnn_images_without_objects_and_without_proposals():
     losses = model.losses(images, empty)
     assert all(bool(torch.isfinite(v)) for v in losses.values())
     sum(losses.values()).backward()
-    # With bg_iou_low = 0 the object-free images give background RoIs and a positive loss.
+    # With bg_iou_thresh_lo = 0 the object-free images give background RoIs and a positive loss.
     model0 = FastRCNN(
-        _tiny_config(bg_iou_low=0.0), lambda image: torch.tensor([[0.0, 0.0, 20.0, 20.0]])
+        _tiny_config(bg_iou_thresh_lo=0.0), lambda image: torch.tensor([[0.0, 0.0, 20.0, 20.0]])
     )
     assert model0.losses(images, empty)["cls"].item() > 0
     no_proposals = FastRCNN(_tiny_config(), lambda image: torch.zeros(0, 4)).eval()

@@ -193,7 +193,7 @@ def test_rpn_targets_match_torchvision_when_everything_is_sampled(seed):
     anchors = model.anchors((8, 8), torch.zeros(1))
     _, targets = make_batch(seed=seed, batch=1)
     gt = targets[0]["boxes"]
-    got = assign_rpn_targets(anchors, gt, num_samples=10**6, positive_fraction=1.0)
+    got = assign_rpn_targets(anchors, gt, batch_size_per_image=10**6, positive_fraction=1.0)
     from torchvision.ops import box_iou
 
     matches = Matcher(0.7, 0.3, allow_low_quality_matches=True)(box_iou(gt, anchors))
@@ -209,11 +209,11 @@ def test_rpn_targets_sampling_budget():
     model = tiny_model()
     anchors = model.anchors((8, 8), torch.zeros(1))
     _, targets = make_batch(seed=5, batch=1)
-    got = assign_rpn_targets(anchors, targets[0]["boxes"], num_samples=32, positive_fraction=0.25,
+    got = assign_rpn_targets(anchors, targets[0]["boxes"], batch_size_per_image=32, positive_fraction=0.25,
                              generator=torch.Generator().manual_seed(0))
     assert int((got.labels >= 0).sum()) == 32
     assert 1 <= int((got.labels == 1).sum()) <= 8
-    none = assign_rpn_targets(anchors, torch.zeros(0, 4), num_samples=32)
+    none = assign_rpn_targets(anchors, torch.zeros(0, 4), batch_size_per_image=32)
     assert int((none.labels == 0).sum()) == 32 and int((none.labels == 1).sum()) == 0
 
 

@@ -524,7 +524,7 @@ def soft_nms_reference(boxes, scores, method, sigma, nt, threshold):
 def test_soft_nms_matches_reference(method, n):
     boxes, scores = random_detections(n, seed=500 + n, dtype=torch.float64)
     result = soft_nms(
-        boxes, scores, method=method, sigma=0.5, iou_threshold=0.3, score_threshold=0.05
+        boxes, scores, method=method, sigma=0.5, iou_threshold=0.3, score_thresh=0.05
     )
     assert isinstance(result, SoftNMSResult)
     keep, kept_scores = soft_nms_reference(boxes, scores, method, 0.5, 0.3, 0.05)
@@ -545,7 +545,7 @@ def test_soft_nms_known_values_and_limits():
     assert_close(gaussian.scores, torch.tensor([0.9, 0.7, 0.8 * math.exp(-0.25 / 0.5)]))
     # A tiny sigma wipes out every overlapping box: hard NMS at threshold 0.
     many, many_scores = random_detections(200, seed=7, dtype=torch.float64)
-    hard = soft_nms(many, many_scores, sigma=1e-9, score_threshold=1e-6).keep
+    hard = soft_nms(many, many_scores, sigma=1e-9, score_thresh=1e-6).keep
     assert torch.equal(hard, nms(many, many_scores, 0.0))
     # The original scores are not modified.
     assert scores.tolist() == pytest.approx([0.9, 0.8, 0.7])
@@ -556,7 +556,7 @@ def test_soft_nms_errors():
         soft_nms(NOTES_BOXES, NOTES_SCORES, method="hard")
     with pytest.raises(ValueError, match="sigma must be a finite number > 0, got 0"):
         soft_nms(NOTES_BOXES, NOTES_SCORES, sigma=0)
-    with pytest.raises(ValueError, match="score_threshold must be a number >= 0, got -1"):
-        soft_nms(NOTES_BOXES, NOTES_SCORES, score_threshold=-1)
+    with pytest.raises(ValueError, match="score_thresh must be a number >= 0, got -1"):
+        soft_nms(NOTES_BOXES, NOTES_SCORES, score_thresh=-1)
     with pytest.raises(ValueError, match=r"iou_threshold must be in \[0, 1\]"):
         soft_nms(NOTES_BOXES, NOTES_SCORES, iou_threshold=2.0)

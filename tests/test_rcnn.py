@@ -56,8 +56,8 @@ def _random_boxes(
 
 def test_config_defaults_are_the_papers_and_course_values_are_scaled():
     paper = RCNNConfig()
-    assert (paper.warp_size, paper.context_padding, paper.svm_neg_iou) == (227, 16, 0.3)
-    assert (paper.bbox_reg_min_iou, paper.bbox_reg_lambda, paper.nms_threshold) == (
+    assert (paper.warp_size, paper.context_padding, paper.svm_bg_iou_thresh) == (227, 16, 0.3)
+    assert (paper.bbox_reg_fg_iou_thresh, paper.bbox_reg_ridge_penalty, paper.nms_thresh) == (
         0.6,
         1000.0,
         0.3,
@@ -163,7 +163,7 @@ def test_warp_errors():
 
 
 def test_region_feature_net_shapes_and_errors():
-    net = RegionFeatureNet(num_classes=3, input_size=16, width=4, fc_dim=10).eval()
+    net = RegionFeatureNet(num_classes=3, input_size=16, width=4, representation_size=10).eval()
     regions = torch.rand(5, 3, 16, 16)
     features = net.extract(regions)
     assert features.pool5.shape == (5, 16 * 2 * 2) and features.fc7.shape == (5, 10)
@@ -206,7 +206,7 @@ def test_train_region_net_learns_a_separable_toy_problem():
     labels = torch.arange(60) % 3
     regions[labels == 1, 0] += 0.8
     regions[labels == 2, 1] += 0.8
-    net = RegionFeatureNet(num_classes=2, input_size=8, width=4, fc_dim=16, dropout=0.0)
+    net = RegionFeatureNet(num_classes=2, input_size=8, width=4, representation_size=16, dropout=0.0)
     history = train_region_net(
         net, regions, labels, steps=50, fg_per_batch=8, bg_per_batch=8, lr=1e-2, generator=g
     )
@@ -218,7 +218,7 @@ def test_train_region_net_learns_a_separable_toy_problem():
 
 
 def test_train_region_net_without_foreground_and_errors():
-    net = RegionFeatureNet(num_classes=2, input_size=8, width=2, fc_dim=4)
+    net = RegionFeatureNet(num_classes=2, input_size=8, width=2, representation_size=4)
     history = train_region_net(
         net, torch.rand(6, 3, 8, 8), torch.zeros(6, dtype=torch.int64), steps=2
     )
@@ -232,7 +232,7 @@ def test_train_region_net_without_foreground_and_errors():
 
 
 def test_extract_features_equals_warp_then_net_in_chunks():
-    net = RegionFeatureNet(num_classes=2, input_size=8, width=2, fc_dim=4).eval()
+    net = RegionFeatureNet(num_classes=2, input_size=8, width=2, representation_size=4).eval()
     g = torch.Generator().manual_seed(5)
     image = torch.rand(3, 20, 20, generator=g)
     boxes = _random_boxes(7, 20, 20, g, dtype=torch.float32)
@@ -364,7 +364,7 @@ def test_mine_hard_negatives_adds_the_highest_scoring_uncached_ones():
     # 3.0 is cached; -1.0001 is not strictly above the threshold; the tie 0.5 keeps input order.
     assert mine_hard_negatives(scores, cached).tolist() == [1, 6, 5, 2]
     assert mine_hard_negatives(scores, cached, max_new=2).tolist() == [1, 6]
-    assert mine_hard_negatives(scores, cached, threshold=0.0).tolist() == [1, 6]
+    assert mine_hard_negatives(scores, cached, hard_thresh=0.0).tolist() == [1, 6]
     assert mine_hard_negatives(scores, cached, max_new=0).tolist() == []
     assert mine_hard_negatives(torch.zeros(0), torch.zeros(0, dtype=torch.bool)).tolist() == []
     with pytest.raises(ValueError, match="cached a bool"):
@@ -448,14 +448,14 @@ def test_ridge_regressor_recovers_known_deltas():
     true_b = torch.tensor([0.1, -0.05, 0.2, -0.1], dtype=torch.float64)
     proposals = _random_boxes(200, 100, 100, g)
     gt_boxes = decode_boxes(features @ true_w + true_b, proposals)
-    fitted = fit_box_regressor(features, proposals, gt_boxes, lam=0.0)
+    fitted = fit_box_regressor(features, proposals, gt_boxes, ridge_penalty=0.0)
     assert_close(fitted.weight, true_w)
     assert_close(fitted.bias, true_b)
     assert_close(apply_box_regressor(fitted, features, proposals), gt_boxes)
 
 
-@pytest.mark.parametrize("lam", [1.0, 1000.0])
-def test_ridge_regressor_matches_sklearn_ridge(lam):
+@pytest.mark.parametrize("ridge_penalty", [1.0, 1000.0])
+def test_ridge_regressor_matches_sklearn_ridge(ridge_penalty):
     linear_model = pytest.importorskip("sklearn.linear_model")
     from coursepkg.ops.box_coding import encode_boxes
 
@@ -463,9 +463,9 @@ def test_ridge_regressor_matches_sklearn_ridge(lam):
     features = torch.randn(80, 10, generator=g, dtype=torch.float64) * 3
     proposals = _random_boxes(80, 64, 64, g)
     gt_boxes = proposals + torch.randn(80, 4, generator=g, dtype=torch.float64).clamp(-0.4, 0.4)
-    fitted = fit_box_regressor(features, proposals, gt_boxes, lam=lam)
+    fitted = fit_box_regressor(features, proposals, gt_boxes, ridge_penalty=ridge_penalty)
     targets = encode_boxes(gt_boxes, proposals)
-    ref = linear_model.Ridge(alpha=lam, fit_intercept=True).fit(features.numpy(), targets.numpy())
+    ref = linear_model.Ridge(alpha=ridge_penalty, fit_intercept=True).fit(features.numpy(), targets.numpy())
     assert_close(fitted.weight, torch.from_numpy(ref.coef_.T))
     assert_close(fitted.bias, torch.from_numpy(ref.intercept_))
 
@@ -487,8 +487,8 @@ def test_box_regression_errors():
     f, p = torch.rand(2, 3), torch.tensor([[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 5.0, 5.0]])
     with pytest.raises(ValueError, match="same length"):
         fit_box_regressor(f, p, p[:1])
-    with pytest.raises(ValueError, match="lam must be a finite number >= 0, got -1.0"):
-        fit_box_regressor(f, p, p, lam=-1.0)
+    with pytest.raises(ValueError, match="ridge_penalty must be a finite number >= 0, got -1.0"):
+        fit_box_regressor(f, p, p, ridge_penalty=-1.0)
     with pytest.raises(ValueError, match="positive widths and heights"):
         fit_box_regressor(f, p, torch.tensor([[0.0, 0.0, 0.0, 4.0], [1.0, 1.0, 5.0, 5.0]]))
     with pytest.raises(ValueError, match="features must be \\[2, 3\\]"):
@@ -520,9 +520,57 @@ def test_proposal_cache_calls_once_per_image_and_truncates():
         ProposalCache(fn, max_proposals=-1)
 
 
+def test_proposal_cache_never_shares_between_different_images_with_equal_keys():
+    """Two images whose fingerprints agree (two values swapped at positions with the same weight)
+    still get their own proposals: the exact comparison decides, not the key."""
+    calls = []
+
+    def fn(image):
+        calls.append(1)
+        return torch.tensor([[0.0, 0.0, float(len(calls)), 1.0]])
+
+    a = torch.rand(3, 150, 150, generator=torch.Generator().manual_seed(0))
+    b = a.clone().flatten()
+    b[[5, 5 + 65521]] = b[[5 + 65521, 5]]  # same sum, same weight i mod 65521 + 1
+    b = b.reshape(a.shape)
+    assert not torch.equal(a, b)
+    assert ProposalCache.fingerprint(a) == ProposalCache.fingerprint(b)
+    cache = ProposalCache(fn)
+    assert cache(a)[0, 2] == 1 and cache(b)[0, 2] == 2
+    assert len(calls) == 2 and len(cache) == 2
+    assert cache(a)[0, 2] == 1 and cache(b)[0, 2] == 2 and len(calls) == 2
+
+
+def test_proposal_cache_finds_an_image_inside_a_fresh_batch_without_numpy(monkeypatch):
+    """The chapters' use: proposals computed for dataset items, then asked for by a model that sees
+    the same images as rows of a new batch tensor every epoch. No host round trip through numpy."""
+    calls = []
+
+    def fn(image):
+        calls.append(1)
+        return torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+
+    def no_numpy(*args, **kwargs):
+        raise AssertionError("ProposalCache must not go through numpy")
+
+    items = [torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    monkeypatch.setattr(torch.Tensor, "numpy", no_numpy)
+    cache = ProposalCache(fn)
+    for image in items:
+        cache(image)
+    for _ in range(2):  # two "epochs"
+        batch = torch.stack(items[::-1])  # a fresh tensor
+        for image in batch:
+            cache(image)
+    assert len(calls) == 3 and len(cache) == 3
+    items[0].mul_(0.5)  # edited in place: now a different image
+    cache(items[0])
+    assert len(calls) == 4
+
+
 def _tiny_model(num_classes: int = 2) -> RCNN:
     torch.manual_seed(0)
-    net = RegionFeatureNet(num_classes, input_size=8, width=2, fc_dim=6).eval()
+    net = RegionFeatureNet(num_classes, input_size=8, width=2, representation_size=6).eval()
     g = torch.Generator().manual_seed(0)
     return RCNN(
         net=net,
@@ -531,7 +579,7 @@ def _tiny_model(num_classes: int = 2) -> RCNN:
         regressors=[BoxRegressor(torch.zeros(8, 4), torch.zeros(4)) for _ in range(num_classes)],
         fc7_scale=2.0,
         pool5_scale=1.0,
-        config=RCNNConfig(warp_size=8, context_padding=1, detections_per_image=100),
+        config=RCNNConfig(warp_size=8, context_padding=1, detections_per_img=100),
     )
 
 
@@ -579,7 +627,7 @@ def test_rcnn_detect_clips_regressed_boxes_and_handles_no_proposals():
 
 
 def test_training_steps_on_an_image_without_objects_give_no_nan():
-    net = RegionFeatureNet(2, input_size=8, width=2, fc_dim=6).eval()
+    net = RegionFeatureNet(2, input_size=8, width=2, representation_size=6).eval()
     image = torch.rand(3, 16, 16)
     proposals = torch.tensor([[0.0, 0.0, 8.0, 8.0], [4.0, 4.0, 12.0, 16.0]])
     no_boxes, no_labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)

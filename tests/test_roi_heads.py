@@ -157,7 +157,7 @@ def test_postprocess_batch_splits_rows_per_image_and_computes_in_float32():
     proposals = [_random_boxes(n, g) for n in (3, 0, 5)]
     logits = torch.randn(8, 4, generator=g)
     deltas = torch.randn(8, 16, generator=g) * 0.1
-    settings = dict(score_thresh=0.1, nms_thresh=0.5, detections_per_img=10, weights=ROI_BOX_WEIGHTS)
+    settings = dict(score_thresh=0.1, nms_thresh=0.5, detections_per_img=10, box_weights=ROI_BOX_WEIGHTS)
     batch = postprocess_batch(logits.half(), deltas.half(), proposals, (64, 64), **settings)
     rows = [slice(0, 3), slice(3, 3), slice(3, 8)]
     assert len(batch) == 3 and batch[1]["boxes"].shape == (0, 4)
@@ -196,7 +196,7 @@ def test_sample_rois_matches_torchvision_when_everything_is_kept(num_gt):
     gt = random_boxes(num_gt, g)
     gt_labels = torch.randint(0, 4, (num_gt,), generator=g)
     proposals = torch.cat([jitter(gt.repeat(20, 1), g, 0.4), random_boxes(50, g)])
-    ours = sample_rois(proposals, gt, gt_labels, num_samples=10_000, positive_fraction=1.0)
+    ours = sample_rois(proposals, gt, gt_labels, batch_size_per_image=10_000, positive_fraction=1.0)
 
     heads = torchvision_roi_heads(batch_size_per_image=10_000, positive_fraction=1.0)
     tv_props, _, tv_labels, tv_targets = heads.select_training_samples(
@@ -218,7 +218,7 @@ def test_sample_rois_budget_fraction_and_labels(seed):
     gt = random_boxes(4, g)
     gt_labels = torch.tensor([0, 1, 2, 1])
     proposals = torch.cat([jitter(gt.repeat(100, 1), g, 0.2), random_boxes(800, g)])
-    out = sample_rois(proposals, gt, gt_labels, num_samples=512, positive_fraction=0.25, generator=g)
+    out = sample_rois(proposals, gt, gt_labels, batch_size_per_image=512, positive_fraction=0.25, generator=g)
     num_fg = int((out.labels > 0).sum())
     assert out.proposals.shape[0] == 512  # enough negatives to fill the batch
     assert num_fg == 128  # 400 candidates, capped at 25 %

@@ -132,7 +132,7 @@ def test_paper_mode_by_hand():
     assert_close(ours.objectness, torch.tensor(bce / 3))
     assert_close(ours.box, torch.tensor(smooth / 2400))
     assert_close(ours.total, torch.tensor(bce / 3 + 10 * smooth / 2400))
-    # lambda_ and beta override the mode's defaults.
+    # box_loss_weight and beta override the mode's defaults.
     custom = rpn_loss(
         logits,
         deltas,
@@ -140,7 +140,7 @@ def test_paper_mode_by_hand():
         targets,
         normalization="paper",
         num_locations=2400,
-        lambda_=1.0,
+        box_loss_weight=1.0,
         beta=1 / 9,
     )
     assert_close(
@@ -181,7 +181,7 @@ def test_loss_gradients_flow():
     [
         ({"normalization": "mean"}, "normalization must be one of"),
         ({"normalization": "paper"}, "needs num_locations"),
-        ({"lambda_": -1.0}, "lambda_ must be a finite number >= 0, got -1.0"),
+        ({"box_loss_weight": -1.0}, "box_loss_weight must be a finite number >= 0, got -1.0"),
     ],
 )
 def test_loss_option_errors(kwargs, match):

@@ -106,7 +106,7 @@ def test_show_detections_draws_truth_dashed_and_predictions_solid():
         "scores": torch.tensor([0.9, 0.6, 0.1]),
         "labels": torch.tensor([0, 1, 1]),
     }
-    ax = show_detections(image, target, prediction, class_names=["a", "b"], score_threshold=0.5,
+    ax = show_detections(image, target, prediction, class_names=["a", "b"], score_thresh=0.5,
                          title="demo")  # fmt: skip
     styles = [p.get_linestyle() for p in _rects(ax)]
     assert styles == ["--", "--", "-", "-"]  # the 0.1 prediction is below the threshold

@@ -17,6 +17,7 @@ Chapter: book/data_and_conventions
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -54,9 +55,18 @@ def check_target(
     )
 
 
+class DetectionBatch(NamedTuple):
+    """Result of :func:`collate_detection`; unpacks as ``images, targets = batch``."""
+
+    images: Tensor
+    """[B, 3, H, W] the stacked images."""
+    targets: list[Mapping[str, object]]
+    """The B targets, in order."""
+
+
 def collate_detection(
     batch: Sequence[tuple[Tensor, Mapping[str, object]]],
-) -> tuple[Tensor, list[Mapping[str, object]]]:
+) -> DetectionBatch:
     """Stack the images of a batch and keep its targets as a list (they differ in length).
 
     Use as ``DataLoader(dataset, batch_size=8, collate_fn=collate_detection)``.
@@ -65,7 +75,7 @@ def collate_detection(
         batch: a non-empty sequence of ``(image [3, H, W], target)`` pairs, all the same size.
 
     Returns:
-        ``images`` ``[B, 3, H, W]`` and the list of the ``B`` targets, in order.
+        :class:`DetectionBatch` ``(images [B, 3, H, W], targets)``, the ``B`` targets in order.
 
     Raises:
         ValueError: if the batch is empty or the images differ in shape (resize them first).
@@ -92,4 +102,4 @@ def collate_detection(
             f"collate_detection needs images of one size to stack them, got shapes "
             f"{sorted(shapes)}; resize the images (and boxes) first"
         )
-    return torch.stack(images), targets
+    return DetectionBatch(torch.stack(images), targets)

@@ -15,7 +15,7 @@ Shapes::
     iou_matrix        [G, A]   IoU of every ground truth (rows) with every anchor (columns)
     matched_gt        [A]      int64, index of the anchor's best ground truth
     labels            [A]      int64, 1 positive / 0 negative / -1 ignored
-    pos_idx, neg_idx  [P], [Q] int64 anchor indices, P + Q <= num_samples
+    pos_idx, neg_idx  [P], [Q] int64 anchor indices, P + Q <= batch_size_per_image
 
 Relation to torchvision's ``Matcher(0.7, 0.3, allow_low_quality_matches=True)``, which returns one
 tensor ``matches`` with the ground-truth index for positives, ``BELOW_LOW_THRESHOLD = -1`` for
@@ -59,25 +59,25 @@ class SampledAnchors(NamedTuple):
 
 def match_anchors(
     iou_matrix: Tensor,
-    high_threshold: float = 0.7,
-    low_threshold: float = 0.3,
+    fg_iou_thresh: float = 0.7,
+    bg_iou_thresh: float = 0.3,
     allow_low_quality_matches: bool = True,
 ) -> AnchorMatch:
     """Label anchors positive / negative / ignored from their IoU with the ground truths.
 
-    Faster R-CNN §3.1.2: positive if ``max IoU >= high_threshold``; negative if
-    ``max IoU < low_threshold``; ignored in between. With ``allow_low_quality_matches``, for every
+    Faster R-CNN §3.1.2: positive if ``max IoU >= fg_iou_thresh``; negative if
+    ``max IoU < bg_iou_thresh``; ignored in between. With ``allow_low_quality_matches``, for every
     ground truth the anchors that reach its highest IoU (all of them on ties) also become positive,
     matched to *their own* best ground truth (torchvision's rule). A ground truth whose best IoU is 0
     (for example a zero-area box) adds no such match: torchvision would turn every anchor with IoU 0
     to it positive, a quirk inherited from py-faster-rcnn that we guard against. Otherwise the
-    result equals torchvision's ``Matcher(high_threshold, low_threshold, allow_low_quality_matches)``.
+    result equals torchvision's ``Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches)``.
 
     Args:
         iou_matrix: [G, A] float, IoU of ground truth ``g`` with anchor ``a``. G = 0 (an image
             without objects) makes every anchor negative.
-        high_threshold: IoU from which an anchor is positive (inclusive).
-        low_threshold: IoU below which an anchor is negative (exclusive).
+        fg_iou_thresh: IoU from which an anchor is positive (inclusive).
+        bg_iou_thresh: IoU below which an anchor is negative (exclusive).
         allow_low_quality_matches: also make the best anchor(s) of each ground truth positive.
 
     Returns:
@@ -87,16 +87,16 @@ def match_anchors(
         TypeError: if ``iou_matrix`` is not a floating tensor.
         ValueError: if ``iou_matrix`` is not 2-D or has a value outside ``[0, 1]`` (NaN
             included: it is not an IoU matrix), a threshold is not in ``[0, 1]``, or
-            ``low_threshold > high_threshold``.
+            ``bg_iou_thresh > fg_iou_thresh``.
 
     Chapter: book/07_faster_rcnn (section "Which anchors are positive").
     """
     check_tensor(iou_matrix, "iou_matrix", shape=("G", "A"), dtype="float")
-    high_threshold = check_probability(high_threshold, "high_threshold")
-    low_threshold = check_probability(low_threshold, "low_threshold")
-    if low_threshold > high_threshold:
+    fg_iou_thresh = check_probability(fg_iou_thresh, "fg_iou_thresh")
+    bg_iou_thresh = check_probability(bg_iou_thresh, "bg_iou_thresh")
+    if bg_iou_thresh > fg_iou_thresh:
         raise ValueError(
-            f"low_threshold must be <= high_threshold, got low={low_threshold}, high={high_threshold}"
+            f"bg_iou_thresh must be <= fg_iou_thresh, got low={bg_iou_thresh}, high={fg_iou_thresh}"
         )
     if iou_matrix.numel() > 0:
         low, high = torch.aminmax(iou_matrix)
@@ -105,13 +105,13 @@ def match_anchors(
                 f"iou_matrix must hold IoU values in [0, 1] (no NaN), got min {low.item()} and max "
                 f"{high.item()}"
             )
-    return _match_anchors(iou_matrix, high_threshold, low_threshold, allow_low_quality_matches)
+    return _match_anchors(iou_matrix, fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches)
 
 
 def _match_anchors(
     iou_matrix: Tensor,
-    high_threshold: float,
-    low_threshold: float,
+    fg_iou_thresh: float,
+    bg_iou_thresh: float,
     allow_low_quality_matches: bool,
 ) -> AnchorMatch:
     """:func:`match_anchors` without the checks, for a matrix that :func:`box_iou` just built."""
@@ -126,8 +126,8 @@ def _match_anchors(
 
     best_iou, matched_gt = iou_matrix.max(dim=0)  # [A] each: best ground truth per anchor
     labels = torch.full((num_anchors,), IGNORED, dtype=torch.int64, device=device)
-    labels[best_iou < low_threshold] = NEGATIVE
-    labels[best_iou >= high_threshold] = POSITIVE
+    labels[best_iou < bg_iou_thresh] = NEGATIVE
+    labels[best_iou >= fg_iou_thresh] = POSITIVE
 
     if allow_low_quality_matches and num_anchors > 0:
         best_per_gt = iou_matrix.max(dim=1).values  # [G]
@@ -139,14 +139,14 @@ def _match_anchors(
 
 def sample_balanced(
     labels: Tensor,
-    num_samples: int = 256,
+    batch_size_per_image: int = 256,
     positive_fraction: float = 0.5,
     generator: torch.Generator | None = None,
 ) -> SampledAnchors:
     """Pick a mini-batch of anchors with at most ``positive_fraction`` positives.
 
-    ``num_pos = min(#positives, int(num_samples * positive_fraction))`` positives and
-    ``num_neg = min(#negatives, num_samples - num_pos)`` negatives, chosen uniformly at random
+    ``num_pos = min(#positives, int(batch_size_per_image * positive_fraction))`` positives and
+    ``num_neg = min(#negatives, batch_size_per_image - num_pos)`` negatives, chosen uniformly at random
     without replacement (Faster R-CNN §3.1.3: 256 anchors, up to 1:1). When there are fewer than
     128 positives the batch is padded with negatives. Ignored anchors (-1) are never sampled.
     The counts equal torchvision's ``BalancedPositiveNegativeSampler``; the subsets are random.
@@ -157,7 +157,7 @@ def sample_balanced(
 
     Args:
         labels: [A] integer or float labels, 1 positive, 0 negative, -1 ignored.
-        num_samples: anchors per image in the batch (``RPN_BATCHSIZE`` = 256).
+        batch_size_per_image: anchors per image in the batch (``RPN_BATCHSIZE`` = 256).
         positive_fraction: largest share of positives (``RPN_FG_FRACTION`` = 0.5).
         generator: random generator for reproducible draws (on the CPU; the indices are moved to
             the device of ``labels``).
@@ -168,25 +168,25 @@ def sample_balanced(
 
     Raises:
         TypeError: if ``labels`` is not a tensor.
-        ValueError: if ``labels`` is not 1-D or has values other than -1, 0, 1, if ``num_samples``
+        ValueError: if ``labels`` is not 1-D or has values other than -1, 0, 1, if ``batch_size_per_image``
             is negative, or ``positive_fraction`` is outside [0, 1].
 
     Chapter: book/07_faster_rcnn (section "Sampling 256 anchors").
     """
     check_tensor(labels, "labels", shape=("A",))
-    num_samples = check_int(num_samples, "num_samples", low=0)
+    batch_size_per_image = check_int(batch_size_per_image, "batch_size_per_image", low=0)
     positive_fraction = check_probability(positive_fraction, "positive_fraction")
     if not bool(((labels == POSITIVE) | (labels == NEGATIVE) | (labels == IGNORED)).all()):
         raise ValueError(
             "labels must only contain 1 (positive), 0 (negative) and -1 (ignored), got values "
             f"{torch.unique(labels).tolist()}"
         )
-    return _sample_balanced(labels, num_samples, positive_fraction, generator)
+    return _sample_balanced(labels, batch_size_per_image, positive_fraction, generator)
 
 
 def _sample_balanced(
     labels: Tensor,
-    num_samples: int,
+    batch_size_per_image: int,
     positive_fraction: float,
     generator: torch.Generator | None,
 ) -> SampledAnchors:
@@ -194,8 +194,8 @@ def _sample_balanced(
 
     positives = torch.where(labels == POSITIVE)[0]
     negatives = torch.where(labels == NEGATIVE)[0]
-    num_pos = min(positives.numel(), int(num_samples * positive_fraction))
-    num_neg = min(negatives.numel(), num_samples - num_pos)  # the notes wrote "*" here
+    num_pos = min(positives.numel(), int(batch_size_per_image * positive_fraction))
+    num_neg = min(negatives.numel(), batch_size_per_image - num_pos)  # the notes wrote "*" here
 
     def choose(candidates: Tensor, k: int) -> Tensor:
         order = torch.randperm(candidates.numel(), generator=generator)[:k].to(candidates.device)

@@ -83,12 +83,12 @@ class FastRCNNConfig:
     backbone_width: int = 16  # course: conv_body(16) -> 64 channels at stride 8 (VGG16: 512 at 16)
     roi_size: int = 7  # H = W = 7: the RoI pooling grid that VGG16's fc6 expects (§2.1)
     representation_size: int = 4096  # width of fc6 and fc7 (VGG16)
-    rois_per_image: int = 64  # R / N = 128 RoIs / 2 images per mini-batch (§2.3)
-    fg_fraction: float = 0.25  # 25 % of the RoIs are foreground (§2.3)
-    fg_iou: float = 0.5  # foreground: IoU >= 0.5 with a ground truth (§2.3)
-    bg_iou_low: float = 0.1  # background: IoU in [0.1, 0.5) (§2.3, "hard example mining")
+    batch_size_per_image: int = 64  # R / N = 128 RoIs / 2 images per mini-batch (§2.3)
+    positive_fraction: float = 0.25  # 25 % of the RoIs are foreground (§2.3)
+    fg_iou_thresh: float = 0.5  # foreground: IoU >= 0.5 with a ground truth (§2.3)
+    bg_iou_thresh_lo: float = 0.1  # background: IoU in [0.1, 0.5) (§2.3, "hard example mining")
     box_loss_weight: float = 1.0  # λ in Eq. (1)
-    smooth_l1_beta: float = 1.0  # Eq. (3): 0.5 x^2 if |x| < 1 else |x| - 0.5
+    beta: float = 1.0  # Eq. (3): 0.5 x^2 if |x| < 1 else |x| - 0.5
     box_target_stds: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)  # py-faster-rcnn
     score_thresh: float = 0.05  # py-faster-rcnn test_net
     nms_thresh: float = 0.3  # per-class NMS at test time (§3; py-faster-rcnn test_net)
@@ -118,9 +118,9 @@ class FastRCNNConfig:
                 f"need 0 < image_min_size <= image_max_size, got {self.image_min_size} and "
                 f"{self.image_max_size}"
             )
-        if not 0.0 <= self.bg_iou_low < self.fg_iou <= 1.0:
+        if not 0.0 <= self.bg_iou_thresh_lo < self.fg_iou_thresh <= 1.0:
             raise ValueError(
-                f"need 0 <= bg_iou_low < fg_iou <= 1, got {self.bg_iou_low} and {self.fg_iou}"
+                f"need 0 <= bg_iou_thresh_lo < fg_iou_thresh <= 1, got {self.bg_iou_thresh_lo} and {self.fg_iou_thresh}"
             )
         if len(self.box_target_stds) != 4 or min(self.box_target_stds) <= 0:
             raise ValueError(
@@ -147,8 +147,9 @@ def multi_task_loss(
     labels: Tensor,
     regression_targets: Tensor,
     *,
-    lam: float = 1.0,
+    box_loss_weight: float = 1.0,
     beta: float = 1.0,
+    reduction: str = "mean",
 ) -> FastRCNNLoss:
     """Fast R-CNN's multi-task loss, Eq. (1), averaged over the ``R`` RoIs of the mini-batch.
 
@@ -162,44 +163,50 @@ def multi_task_loss(
     Only the true class's four deltas enter the box term, and background RoIs have none. Both terms
     are divided by ``R`` (the Caffe layers divide by the number of RoIs; so does torchvision). The
     arithmetic is :func:`coursepkg.models.roi_heads.fastrcnn_loss`'s, with the paper's β = 1 instead of
-    torchvision's 1/9, times λ.
+    torchvision's 1/9, times λ. ``reduction`` as in ``torch.nn.functional``: ``"mean"`` (default)
+    divides by ``R``, ``"sum"`` does not, ``"none"`` gives the ``[R]`` per-RoI terms (the box term
+    0 for background RoIs).
 
     Args:
         class_logits: ``[R, K + 1]``.
         box_regression: ``[R, 4 (K + 1)]``, columns ``4c:4c+4`` for class ``c`` (0 unused).
         labels: ``[R]`` int64 in ``0..K``.
         regression_targets: ``[R, 4]`` normalised targets ``v``.
-        lam: λ, the weight of the box term (1 in the paper).
+        box_loss_weight: λ, the weight of the box term (1 in the paper).
         beta: smooth-L1 transition point (1 in the paper).
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
 
     Returns:
         :class:`coursepkg.models.roi_heads.FastRCNNLoss` ``(classification, box_regression)``, the
-        latter already multiplied by λ; zeros (attached to the graph) for ``R = 0``.
+        latter already multiplied by λ: scalars, zeros (attached to the graph) for ``R = 0``, or
+        ``[R]`` each for ``reduction="none"``.
 
     Raises:
         TypeError, ValueError: on inconsistent shapes, non-int64 labels or labels outside ``0..K``;
-            ``lam < 0`` or ``beta <= 0``.
+            ``box_loss_weight < 0``, ``beta <= 0`` or an unknown ``reduction``.
 
     Chapter: book/06_fast_rcnn (section "The multi-task loss")
     """
-    if not lam >= 0 or not beta > 0:
-        raise ValueError(f"lam must be >= 0 and beta > 0, got {lam} and {beta}")
-    loss = fastrcnn_loss(class_logits, box_regression, labels, regression_targets, beta=beta)
-    return FastRCNNLoss(loss.classification, lam * loss.box_regression)
+    if not box_loss_weight >= 0 or not beta > 0:
+        raise ValueError(f"box_loss_weight must be >= 0 and beta > 0, got {box_loss_weight} and {beta}")
+    loss = fastrcnn_loss(
+        class_logits, box_regression, labels, regression_targets, beta=beta, reduction=reduction
+    )
+    return FastRCNNLoss(loss.classification, box_loss_weight * loss.box_regression)
 
 
-def drop_easy_background(proposals: Tensor, gt_boxes: Tensor, bg_iou_low: float) -> Tensor:
-    """Keep the proposals whose best IoU with a ground truth is at least ``bg_iou_low``.
+def drop_easy_background(proposals: Tensor, gt_boxes: Tensor, bg_iou_thresh_lo: float) -> Tensor:
+    """Keep the proposals whose best IoU with a ground truth is at least ``bg_iou_thresh_lo``.
 
     Fast R-CNN draws background RoIs only from IoU ``[0.1, 0.5)``: boxes that touch an object,
     "a heuristic for hard example mining" (§2.3). Removing the rest before sampling gives exactly
     that range. An image without ground truth keeps no proposal (its RoIs are all trivially easy),
-    so it contributes nothing to the loss, as in the paper. ``bg_iou_low = 0`` keeps everything.
+    so it contributes nothing to the loss, as in the paper. ``bg_iou_thresh_lo = 0`` keeps everything.
 
     Args:
         proposals: ``[P, 4]`` float xyxy.
         gt_boxes: ``[G, 4]`` float xyxy.
-        bg_iou_low: the lower IoU bound of background RoIs.
+        bg_iou_thresh_lo: the lower IoU bound of background RoIs.
 
     Returns:
         ``[P', 4]`` the kept proposals, in their order.
@@ -208,12 +215,12 @@ def drop_easy_background(proposals: Tensor, gt_boxes: Tensor, bg_iou_low: float)
     """
     check_boxes(proposals, "proposals")
     check_boxes(gt_boxes, "gt_boxes")
-    if bg_iou_low <= 0:
+    if bg_iou_thresh_lo <= 0:
         return proposals
     if gt_boxes.shape[0] == 0 or proposals.shape[0] == 0:
         return proposals[:0]
     best_iou = box_iou(proposals, gt_boxes.to(proposals.dtype)).amax(dim=1)  # [P]
-    return proposals[best_iou >= bg_iou_low]
+    return proposals[best_iou >= bg_iou_thresh_lo]
 
 
 class TargetStats(NamedTuple):
@@ -228,19 +235,19 @@ class TargetStats(NamedTuple):
 
 
 def regression_target_stats(
-    proposals: Sequence[Tensor], gt_boxes: Sequence[Tensor], *, fg_iou: float = 0.5
+    proposals: Sequence[Tensor], gt_boxes: Sequence[Tensor], *, fg_iou_thresh: float = 0.5
 ) -> TargetStats:
     """Statistics of the R-CNN box targets of foreground proposals, for normalising them.
 
     Fast R-CNN normalises the regression targets "to have zero mean and unit variance" (§2.3):
-    its code measures them on the training RoIs that overlap a ground truth by ``fg_iou`` or
+    its code measures them on the training RoIs that overlap a ground truth by ``fg_iou_thresh`` or
     more. Small ``t_x, t_y`` (a tenth of the box) and ``t_w, t_h`` would otherwise weigh little in
     the smooth-L1 loss next to the classification term.
 
     Args:
         proposals: per image, ``[P_i, 4]`` float xyxy.
         gt_boxes: per image, ``[G_i, 4]`` float xyxy with positive widths and heights.
-        fg_iou: the foreground threshold.
+        fg_iou_thresh: the foreground threshold.
 
     Returns:
         :class:`TargetStats`; means 0 and stds 1 if no proposal is foreground.
@@ -261,7 +268,7 @@ def regression_target_stats(
         if boxes.shape[0] == 0 or gt.shape[0] == 0:
             continue
         best_iou, best_gt = box_iou(boxes, gt.to(boxes.dtype)).max(dim=1)  # [P]
-        fg = best_iou >= fg_iou
+        fg = best_iou >= fg_iou_thresh
         targets.append(encode_boxes(gt[best_gt[fg]].to(boxes.dtype), boxes[fg]))  # [F, 4]
     if not targets or sum(t.shape[0] for t in targets) < 2:
         return TargetStats(torch.zeros(4), torch.ones(4), sum(t.shape[0] for t in targets))
@@ -340,7 +347,7 @@ class FastRCNN(Detector):
         *,
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
-        """Eq. (1) on ``rois_per_image`` sampled RoIs per image (§2.3).
+        """Eq. (1) on ``batch_size_per_image`` sampled RoIs per image (§2.3).
 
         Args:
             images: ``[B, 3, H, W]`` float in ``[0, 1]``.
@@ -357,29 +364,33 @@ class FastRCNN(Detector):
         samples = []
         for i, proposals in enumerate(self.proposals(images, targets)):
             gt_boxes = targets[i]["boxes"].to(proposals.dtype)
-            candidates = drop_easy_background(proposals, gt_boxes, c.bg_iou_low)
+            candidates = drop_easy_background(proposals, gt_boxes, c.bg_iou_thresh_lo)
             samples.append(
                 sample_rois(
                     candidates,
                     gt_boxes,
                     targets[i]["labels"],
-                    num_samples=c.rois_per_image,
-                    positive_fraction=c.fg_fraction,
-                    fg_iou_thresh=c.fg_iou,
-                    weights=c.box_weights,
+                    batch_size_per_image=c.batch_size_per_image,
+                    positive_fraction=c.positive_fraction,
+                    fg_iou_thresh=c.fg_iou_thresh,
+                    box_weights=c.box_weights,
                     generator=generator,
                 )
             )
         head = self.box_head(self.pool(features, [s.proposals for s in samples], images.shape[-2:]))
-        loss = multi_task_loss(  # in float32, also under mixed precision
+        labels = torch.cat([s.labels for s in samples])  # [R]
+        sums = multi_task_loss(  # in float32, also under mixed precision
             head.class_logits.float(),
             head.box_regression.float(),
-            torch.cat([s.labels for s in samples]),
+            labels,
             torch.cat([s.regression_targets for s in samples]),
-            lam=c.box_loss_weight,
-            beta=c.smooth_l1_beta,
+            box_loss_weight=c.box_loss_weight,
+            beta=c.beta,
+            reduction="sum",
         )
-        return {"cls": loss.classification, "box": loss.box_regression}
+        # Eq. (1) averaged over the R RoIs of the mini-batch, both terms (§2.3: R = 128).
+        num_rois = max(labels.shape[0], 1)
+        return {"cls": sums.classification / num_rois, "box": sums.box_regression / num_rois}
 
     def detect(self, images: Tensor) -> list[dict[str, Tensor]]:
         """Detections per image (§3): softmax scores, class-specific boxes, per-class NMS at 0.3.
@@ -399,5 +410,5 @@ class FastRCNN(Detector):
             score_thresh=c.score_thresh,
             nms_thresh=c.nms_thresh,
             detections_per_img=c.detections_per_img,
-            weights=c.box_weights,
+            box_weights=c.box_weights,
         )

@@ -113,7 +113,7 @@ class FasterRCNNConfig:
     score_thresh: float = 0.05  # torchvision
     nms_thresh: float = 0.5  # torchvision
     detections_per_img: int = 100  # torchvision
-    min_box_size: float = 1e-2  # torchvision
+    min_size: float = 1e-2  # torchvision
 
     @property
     def stride(self) -> int:
@@ -283,19 +283,24 @@ class FasterRCNN(Detector):
                 boxes,
                 fg_iou_thresh=c.rpn_fg_iou_thresh,
                 bg_iou_thresh=c.rpn_bg_iou_thresh,
-                num_samples=c.rpn_batch_size_per_image,
+                batch_size_per_image=c.rpn_batch_size_per_image,
                 positive_fraction=c.rpn_positive_fraction,
                 generator=generator,
             )
             for boxes in gt_boxes
         ]
-        rpn_terms = rpn_loss(
+        rpn_labels = torch.cat([t.labels for t in rpn_targets])  # [B * N]
+        rpn_sums = rpn_loss(
             rpn.objectness.flatten(),  # [B * N]
             rpn.deltas.reshape(-1, 4),  # [B * N, 4]
-            torch.cat([t.labels for t in rpn_targets]),
+            rpn_labels,
             torch.cat([t.target_deltas for t in rpn_targets]),
             normalization="torchvision",
+            reduction="sum",
         )
+        # Eq. 1's normalisers, as torchvision sets them: both terms divide by the sampled anchors
+        # of the batch (the paper: N_cls = 256 sampled anchors, N_reg ~ 2,400 anchor locations).
+        num_sampled_anchors = max(int((rpn_labels >= 0).sum()), 1)
 
         # Second stage: sample RoIs among proposals + ground truth, pool, classify, regress.
         samples = [
@@ -303,26 +308,31 @@ class FasterRCNN(Detector):
                 proposals,
                 boxes,
                 target["labels"],
-                num_samples=c.roi_batch_size_per_image,
+                batch_size_per_image=c.roi_batch_size_per_image,
                 positive_fraction=c.roi_positive_fraction,
                 fg_iou_thresh=c.roi_fg_iou_thresh,
-                weights=c.box_weights,
+                box_weights=c.box_weights,
                 generator=generator,
             )
             for proposals, boxes, target in zip(rpn.proposals, gt_boxes, targets, strict=True)
         ]
         head = self.box_head(self.pool(features, [s.proposals for s in samples]))
-        roi = fastrcnn_loss(
+        roi_labels = torch.cat([s.labels for s in samples])  # [R]
+        roi_sums = fastrcnn_loss(
             head.class_logits.float(),
             head.box_regression.float(),
-            torch.cat([s.labels for s in samples]),
+            roi_labels,
             torch.cat([s.regression_targets for s in samples]),
+            reduction="sum",
         )
+        # Fast R-CNN Eq. (1) averaged over the R sampled RoIs of the batch, both terms (torchvision
+        # and the Caffe layers divide the box term by R too, not by the foreground count).
+        num_rois = max(roi_labels.shape[0], 1)
         return {
-            "rpn_objectness": rpn_terms.objectness,
-            "rpn_box": rpn_terms.box,
-            "roi_cls": roi.classification,
-            "roi_box": roi.box_regression,
+            "rpn_objectness": rpn_sums.objectness / num_sampled_anchors,
+            "rpn_box": rpn_sums.box / num_sampled_anchors,
+            "roi_cls": roi_sums.classification / num_rois,
+            "roi_box": roi_sums.box_regression / num_rois,
         }
 
     def detect(self, images: Tensor) -> list[dict[str, Tensor]]:
@@ -345,6 +355,6 @@ class FasterRCNN(Detector):
             score_thresh=c.score_thresh,
             nms_thresh=c.nms_thresh,
             detections_per_img=c.detections_per_img,
-            min_size=c.min_box_size,
-            weights=c.box_weights,
+            min_size=c.min_size,
+            box_weights=c.box_weights,
         )

@@ -34,7 +34,6 @@ Chapter: book/05_rcnn
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -73,22 +72,22 @@ class RCNNConfig:
     warp_size: int = 227  # AlexNet's input side; every proposal is warped to S x S (§2.1)
     context_padding: int = 16  # p: pixels of context around the box in the warped frame (App. A)
     max_proposals: int = 2000  # selective search "fast" mode gives about 2000 per image (§2.1)
-    finetune_fg_iou: float = 0.5  # fine-tuning: IoU >= 0.5 with a ground truth is foreground (§2.3)
+    finetune_fg_iou_thresh: float = 0.5  # fine-tuning: IoU >= 0.5 with a ground truth is foreground (§2.3)
     finetune_fg_per_batch: int = 32  # fine-tuning batches: 32 foreground windows ...
     finetune_bg_per_batch: int = 96  # ... and 96 background windows (§2.3)
     feature_norm: float = 20.0  # features are rescaled to this mean L2 norm (rcnn_scale_features)
-    svm_neg_iou: float = 0.3  # SVM negatives: IoU < 0.3 with every box of the class (§2.3)
+    svm_bg_iou_thresh: float = 0.3  # SVM negatives: IoU < 0.3 with every box of the class (§2.3)
     svm_c: float = 1e-3  # liblinear -c (svm_C in rcnn_train.m)
     svm_pos_weight: float = 2.0  # liblinear -w1: positives' hinge counts twice (pos_loss_weight)
     svm_bias_mult: float = 10.0  # liblinear -B: the bias is a constant feature of this value
-    svm_hard_threshold: float = -1.0001  # a negative scoring above this is "hard" (hard_thresh)
-    svm_evict_threshold: float = -1.2  # a cached negative scoring below this is evicted
+    svm_hard_thresh: float = -1.0001  # a negative scoring above this is "hard" (hard_thresh)
+    svm_evict_thresh: float = -1.2  # a cached negative scoring below this is evicted
     svm_mining_rounds: int = 3  # ours: the paper passes once over the images, retraining often
-    bbox_reg_min_iou: float = 0.6  # box regression uses proposals with IoU > 0.6 (App. C)
-    bbox_reg_lambda: float = 1000.0  # ridge penalty (App. C, rcnn_train_bbox_regressor.m)
+    bbox_reg_fg_iou_thresh: float = 0.6  # box regression uses proposals with IoU > 0.6 (App. C)
+    bbox_reg_ridge_penalty: float = 1000.0  # ridge penalty (App. C, rcnn_train_bbox_regressor.m)
     pre_nms_top_n: int = 100  # best-scoring proposals kept per class and image (rcnn_test.m)
-    nms_threshold: float = 0.3  # per-class greedy NMS at test time (rcnn_test.m)
-    detections_per_image: int = 100  # ours: COCO-style mAP reads at most 100 per image
+    nms_thresh: float = 0.3  # per-class greedy NMS at test time (rcnn_test.m)
+    detections_per_img: int = 100  # ours: COCO-style mAP reads at most 100 per image
 
     @classmethod
     def for_course(cls) -> RCNNConfig:
@@ -119,8 +118,17 @@ class ProposalCache:
 
     Selective search takes from a fraction of a second to seconds per image, far longer than
     anything else in R-CNN or Fast R-CNN, and gives the same boxes every time. The cache calls
-    ``proposal_fn`` once per distinct image (the key is a SHA-1 of its bytes, shape and dtype), keeps
-    the first ``max_proposals`` boxes on the CPU, and returns them on the image's device.
+    ``proposal_fn`` once per distinct image, keeps the first ``max_proposals`` boxes on the CPU,
+    and returns them on the image's device.
+
+    The cache is keyed by content because the detector contract hands a model only images (a batch
+    is a fresh tensor every epoch, so neither an index nor the tensor's identity would do). The key
+    is computed on the image's own device, never by hashing its bytes on the host: the shape, the
+    dtype and two integer sums of the image's raw words (:meth:`fingerprint`; integer addition is
+    exact, so a CPU and a GPU copy of an image get the same key). Equal keys only pick a bucket:
+    an image counts as seen only if it is ``torch.equal`` to the copy stored there, so two
+    different images never share proposals, even when their keys agree. The stored copies cost
+    one image's memory per distinct image.
 
     Args:
         proposal_fn: ``image [3, H, W] -> boxes [P, 4]`` float xyxy pixels, best first.
@@ -134,31 +142,43 @@ class ProposalCache:
             raise ValueError(f"max_proposals must be >= 0 or None, got {max_proposals}")
         self.proposal_fn = proposal_fn
         self.max_proposals = max_proposals
-        self._boxes: dict[str, Tensor] = {}
+        # key -> [(image copy, boxes [P, 4] on the CPU)], one entry per distinct image
+        self._buckets: dict[tuple, list[tuple[Tensor, Tensor]]] = {}
         self.seconds = 0.0  # time spent inside proposal_fn, for the chapters' cost tables
 
     @staticmethod
-    def key(image: Tensor) -> str:
-        """The cache key of an image: its shape, dtype and a SHA-1 of its bytes."""
-        data = image.detach().cpu().contiguous()
-        digest = hashlib.sha1(data.view(torch.uint8).numpy().tobytes()).hexdigest()
-        return f"{tuple(data.shape)}:{data.dtype}:{digest}"
+    def fingerprint(image: Tensor) -> tuple:
+        """The bucket key of an image: shape, dtype and two exact integer sums of its raw words.
+
+        With ``w_i`` the image's elements read as signed integers of the same width and
+        ``r_i = i mod 65521 + 1``: ``(sum_i w_i, sum_i r_i w_i)`` in int64 (wrapping), computed on
+        the image's device; only the two sums reach the host.
+        """
+        data = image.detach().contiguous().flatten()
+        word = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[data.element_size()]
+        words = data.view(word).long()  # [n] raw bits as integers
+        ramp = torch.arange(words.numel(), device=words.device) % 65521 + 1  # [n]
+        sums = torch.stack([words.sum(), (words * ramp).sum()]).tolist()
+        return (tuple(image.shape), image.dtype, *sums)
 
     def __call__(self, image: Tensor) -> Tensor:
         """Proposals of ``image`` [3, H, W]: ``[P, 4]`` float32 xyxy on the image's device."""
         if not isinstance(image, Tensor) or image.dim() != 3:
             raise ValueError(f"image must be a [3, H, W] tensor, got {_shape_of(image)}")
-        key = self.key(image)
-        if key not in self._boxes:
-            start = time.perf_counter()
-            boxes = self.proposal_fn(image)
-            self.seconds += time.perf_counter() - start
-            check_boxes(boxes, "proposal_fn(image)")
-            self._boxes[key] = boxes[: self.max_proposals].detach().to("cpu", torch.float32)
-        return self._boxes[key].to(image.device)
+        bucket = self._buckets.setdefault(self.fingerprint(image), [])
+        for seen, boxes in bucket:
+            if torch.equal(seen.to(image.device), image.detach()):
+                return boxes.to(image.device)
+        start = time.perf_counter()
+        boxes = self.proposal_fn(image)
+        self.seconds += time.perf_counter() - start
+        check_boxes(boxes, "proposal_fn(image)")
+        boxes = boxes[: self.max_proposals].detach().to("cpu", torch.float32)
+        bucket.append((image.detach().clone(), boxes))
+        return boxes.to(image.device)
 
     def __len__(self) -> int:
-        return len(self._boxes)
+        return sum(len(bucket) for bucket in self._buckets.values())
 
 
 def _shape_of(x: object) -> object:
@@ -178,22 +198,24 @@ def _check_image(image: object, name: str = "image") -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got {image.dtype}")
 
 
-def _size_pair(size: int | Sequence[int]) -> tuple[int, int]:
-    pair = (size, size) if isinstance(size, int) else tuple(size)
+def _size_pair(output_size: int | Sequence[int]) -> tuple[int, int]:
+    pair = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     if len(pair) != 2 or not all(isinstance(s, int) and s > 0 for s in pair):
-        raise ValueError(f"size must be a positive int or (height, width) pair, got {size!r}")
+        raise ValueError(
+            f"output_size must be a positive int or (height, width) pair, got {output_size!r}"
+        )
     return pair  # type: ignore[return-value]
 
 
 def warp_regions(
     image: Tensor,
     boxes: Tensor,
-    size: int | Sequence[int],
+    output_size: int | Sequence[int],
     *,
     context_padding: int = 0,
     fill_value: float = 0.0,
 ) -> Tensor:
-    """Cut every box out of the image and stretch it to ``size`` (R-CNN's anisotropic "warp").
+    """Cut every box out of the image and stretch it to ``output_size`` (R-CNN's anisotropic "warp").
 
     R-CNN's CNN takes a fixed ``227 x 227`` input, so each proposal, whatever its shape, is
     scaled independently along x and y to that size (Appendix A). First the box is dilated so that
@@ -207,12 +229,12 @@ def warp_regions(
     (pixel column ``c`` of the image has its centre at ``c + 0.5``). Points outside the image
     ``[0, W] x [0, H]`` get ``fill_value`` (the paper fills with the mean pixel); inside, the
     interpolation clamps to the border pixels. For boxes inside the image this equals
-    ``torchvision.ops.roi_align(image[None], [boxes], size, aligned=True, sampling_ratio=1)``.
+    ``torchvision.ops.roi_align(image[None], [boxes], output_size, aligned=True, sampling_ratio=1)``.
 
     Args:
         image: ``[C, H, W]`` floating-point image.
         boxes: ``[R, 4]`` float xyxy boxes in pixels; zero-area boxes give a constant region.
-        size: output side ``S`` or ``(S_h, S_w)``.
+        output_size: output side ``S`` or ``(S_h, S_w)``, as ``roi_align``'s ``output_size``.
         context_padding: ``p`` in output pixels, ``0 <= 2p < min(S_h, S_w)``.
         fill_value: value of output pixels whose sample point lies outside the image.
 
@@ -221,13 +243,13 @@ def warp_regions(
 
     Raises:
         TypeError: for a non-tensor or integer image or integer boxes.
-        ValueError: for bad shapes, invalid boxes, a bad size or padding.
+        ValueError: for bad shapes, invalid boxes, a bad ``output_size`` or padding.
 
     Chapter: book/05_rcnn (section "Warping regions")
     """
     _check_image(image)
     check_boxes(boxes)
-    out_h, out_w = _size_pair(size)
+    out_h, out_w = _size_pair(output_size)
     if not isinstance(context_padding, int) or not 0 <= 2 * context_padding < min(out_h, out_w):
         raise ValueError(
             f"context_padding must be an int with 0 <= 2 * p < {min(out_h, out_w)}, "
@@ -282,7 +304,7 @@ class RegionFeatureNet(nn.Module):
         num_classes: ``K``, object classes without background.
         input_size: side ``S`` of the warped regions, a multiple of 8.
         width: channels of the first conv block (the body ends with ``4 * width``).
-        fc_dim: width ``D`` of fc6 and fc7 (AlexNet: 4096).
+        representation_size: width ``D`` of fc6 and fc7 (AlexNet: 4096).
         dropout: dropout before fc6 and fc7 during training (AlexNet: 0.5).
 
     Shapes:
@@ -296,7 +318,7 @@ class RegionFeatureNet(nn.Module):
         num_classes: int,
         input_size: int = 32,
         width: int = 16,
-        fc_dim: int = 256,
+        representation_size: int = 256,
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
@@ -307,10 +329,10 @@ class RegionFeatureNet(nn.Module):
         self.num_classes, self.input_size = num_classes, input_size
         self.body = conv_body(width)
         pool5_dim = 4 * width * (input_size // 8) ** 2
-        self.fc6 = nn.Linear(pool5_dim, fc_dim)
-        self.fc7 = nn.Linear(fc_dim, fc_dim)
+        self.fc6 = nn.Linear(pool5_dim, representation_size)
+        self.fc7 = nn.Linear(representation_size, representation_size)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(fc_dim, num_classes + 1)
+        self.classifier = nn.Linear(representation_size, num_classes + 1)
 
     def extract(self, regions: Tensor) -> RegionFeatures:
         """pool5 and fc7 features of ``regions`` [R, 3, S, S]."""
@@ -329,11 +351,11 @@ class RegionFeatureNet(nn.Module):
 
 
 def finetune_labels(
-    proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor, fg_iou: float = 0.5
+    proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor, fg_iou_thresh: float = 0.5
 ) -> Tensor:
     """Softmax labels for fine-tuning the CNN: the best ground truth's class, or background.
 
-    A proposal whose highest IoU with a ground-truth box is at least ``fg_iou`` gets that box's
+    A proposal whose highest IoU with a ground-truth box is at least ``fg_iou_thresh`` gets that box's
     class (``1..K``, :func:`coursepkg.ops.labels.to_softmax_labels`); every other proposal is
     background, 0 (R-CNN §2.3 "Domain-specific fine-tuning"). Ties go to the first ground truth.
 
@@ -341,7 +363,7 @@ def finetune_labels(
         proposals: ``[P, 4]`` float xyxy.
         gt_boxes: ``[G, 4]`` float xyxy, ``G`` may be 0.
         gt_labels: ``[G]`` int64 in ``0..K-1``.
-        fg_iou: foreground threshold, 0.5 in the paper.
+        fg_iou_thresh: foreground threshold, 0.5 in the paper.
 
     Returns:
         ``[P]`` int64 labels in ``0..K``.
@@ -358,7 +380,7 @@ def finetune_labels(
     if gt_boxes.shape[0] == 0 or proposals.shape[0] == 0:
         return labels
     best_iou, best_gt = box_iou(proposals, gt_boxes.to(proposals.dtype)).max(dim=1)  # [P], [P]
-    fg = best_iou >= fg_iou
+    fg = best_iou >= fg_iou_thresh
     labels[fg] = to_softmax_labels(gt_labels[best_gt[fg]])
     return labels
 
@@ -508,7 +530,7 @@ def svm_labels(
     gt_labels: Tensor,
     num_classes: int,
     *,
-    neg_iou: float = 0.3,
+    bg_iou_thresh: float = 0.3,
 ) -> Tensor:
     """Per-class SVM labels of every box of one image (R-CNN §2.3 "Object category classifiers").
 
@@ -516,7 +538,7 @@ def svm_labels(
 
     * ``POSITIVE`` (1) if it *is* a ground-truth box of class ``c``, i.e. has IoU exactly 1 with one
       (``boxes`` must then contain the ground-truth boxes: ``torch.cat([gt_boxes, proposals])``);
-    * ``NEGATIVE`` (0) if its IoU with every ground-truth box of class ``c`` is below ``neg_iou``
+    * ``NEGATIVE`` (0) if its IoU with every ground-truth box of class ``c`` is below ``bg_iou_thresh``
       (0.3, chosen by a grid search in the paper; ground truths of other classes count too);
     * ``IGNORED`` (-1) otherwise: a proposal overlapping an object of class ``c`` by 0.3 or more is
       neither a clean positive nor a negative. Unlike fine-tuning, the SVMs never see proposals
@@ -527,7 +549,7 @@ def svm_labels(
         gt_boxes: ``[G, 4]`` float xyxy, ``G`` may be 0.
         gt_labels: ``[G]`` int64 in ``0..K-1``.
         num_classes: ``K``.
-        neg_iou: the negative threshold (strictly below it is negative).
+        bg_iou_thresh: the negative threshold (strictly below it is negative).
 
     Returns:
         ``[N, K]`` int64 in ``{1, 0, -1}``.
@@ -550,7 +572,7 @@ def svm_labels(
     same_class = F.one_hot(gt_labels, num_classes).bool()  # [G, K]
     # Max IoU of each box with the ground truths of each class: [N, G, 1] masked by [1, G, K].
     iou_per_class = torch.where(same_class[None], iou[:, :, None], -1.0).amax(dim=1)  # [N, K]
-    labels[iou_per_class >= neg_iou] = IGNORED
+    labels[iou_per_class >= bg_iou_thresh] = IGNORED
     # A box identical to a ground truth of class c (IoU exactly 1) is that ground truth.
     labels[iou_per_class == 1.0] = POSITIVE
     return labels
@@ -662,9 +684,9 @@ def _check_features(features: object, name: str) -> None:
 
 
 def mine_hard_negatives(
-    scores: Tensor, cached: Tensor, *, threshold: float = -1.0001, max_new: int | None = None
+    scores: Tensor, cached: Tensor, *, hard_thresh: float = -1.0001, max_new: int | None = None
 ) -> Tensor:
-    """The negatives to add to the SVM's cache: uncached ones that score above ``threshold``.
+    """The negatives to add to the SVM's cache: uncached ones that score above ``hard_thresh``.
 
     A negative with score ``s > -1`` sits inside the margin (its hinge loss ``max(0, 1 + s)`` is
     positive), so the current SVM gets it wrong or nearly so: a *hard* negative (R-CNN §2.3 and
@@ -674,7 +696,7 @@ def mine_hard_negatives(
     Args:
         scores: ``[M]`` current SVM scores of all the negatives.
         cached: ``[M]`` bool, True for negatives already in the training cache.
-        threshold: a negative is hard when its score is strictly above this.
+        hard_thresh: a negative is hard when its score is strictly above this.
         max_new: return at most this many (``None``: all).
 
     Returns:
@@ -692,7 +714,7 @@ def mine_hard_negatives(
         )
     if max_new is not None and max_new < 0:
         raise ValueError(f"max_new must be >= 0 or None, got {max_new}")
-    candidates = torch.nonzero(~cached & (scores > threshold)).flatten()  # [A'], increasing
+    candidates = torch.nonzero(~cached & (scores > hard_thresh)).flatten()  # [A'], increasing
     order = torch.sort(scores[candidates], descending=True, stable=True).indices
     return candidates[order][:max_new]
 
@@ -740,8 +762,8 @@ def train_linear_svms(
     c: float = 1e-3,
     pos_weight: float = 2.0,
     bias_mult: float = 10.0,
-    hard_threshold: float = -1.0001,
-    evict_threshold: float = -1.2,
+    hard_thresh: float = -1.0001,
+    evict_thresh: float = -1.2,
     initial_negatives: int = 1000,
     mining_rounds: int = 3,
     max_new_per_round: int | None = None,
@@ -754,16 +776,16 @@ def train_linear_svms(
     of images). For each class ``c`` the SVM starts from every positive and a random
     ``initial_negatives`` of the negatives (the paper: those of the first image), then, for each of
     ``mining_rounds`` rounds: score all negatives; evict cached ones scoring below
-    ``evict_threshold`` (easy; ``rcnn_train.m``: -1.2); add the uncached ones scoring above
-    ``hard_threshold`` (:func:`mine_hard_negatives`); retrain. It stops early when no hard negative
+    ``evict_thresh`` (easy; ``rcnn_train.m``: -1.2); add the uncached ones scoring above
+    ``hard_thresh`` (:func:`mine_hard_negatives`); retrain. It stops early when no hard negative
     is left: the SVM is then optimal for the full set of negatives.
 
     Args:
         features: ``[N, D]`` float features (scaled, e.g. by :func:`feature_scale`).
         labels: ``[N, K]`` int64 from :func:`svm_labels`: 1 positive, 0 negative, -1 ignored.
         c, pos_weight, bias_mult, tol: passed to :func:`fit_linear_svm` (the paper's defaults).
-        hard_threshold: negatives scoring above it are added (:func:`mine_hard_negatives`).
-        evict_threshold: cached negatives scoring below it are removed.
+        hard_thresh: negatives scoring above it are added (:func:`mine_hard_negatives`).
+        evict_thresh: cached negatives scoring below it are removed.
         initial_negatives: size of the first random cache of negatives per class.
         mining_rounds: rounds of mining after the first training.
         max_new_per_round: cap on the hard negatives added per round (``None``: no cap).
@@ -784,7 +806,6 @@ def train_linear_svms(
         )
     if not bool(((labels >= IGNORED) & (labels <= POSITIVE)).all()):
         raise ValueError("labels must hold 1 (positive), 0 (negative) or -1 (ignored)")
-    svm_args = dict(c=c, pos_weight=pos_weight, bias_mult=bias_mult)
     weights, biases, cache_sizes, objectives = [], [], [], []
     for cls in range(labels.shape[1]):
         pos = features[labels[:, cls] == POSITIVE]  # [P, D]
@@ -797,15 +818,19 @@ def train_linear_svms(
         for round_ in range(mining_rounds + 1):
             x = torch.cat([pos, neg[cached.to(neg.device)]])
             y = torch.cat([pos.new_ones(pos.shape[0]), -neg.new_ones(int(cached.sum()))])
-            svm = fit_linear_svm(x, y, tol=tol, generator=generator, **svm_args)
+            svm = fit_linear_svm(
+                x, y, c=c, pos_weight=pos_weight, bias_mult=bias_mult, tol=tol, generator=generator
+            )
             sizes.append(int(cached.sum()))
-            objs.append(svm_objective(svm, all_x, all_y, **svm_args))
+            objs.append(
+                svm_objective(svm, all_x, all_y, c=c, pos_weight=pos_weight, bias_mult=bias_mult)
+            )
             if round_ == mining_rounds:
                 break
             scores = (neg @ svm.weight + svm.bias).cpu()  # [M]
-            cached &= scores >= evict_threshold  # easy negatives leave the cache
+            cached &= scores >= evict_thresh  # easy negatives leave the cache
             hard = mine_hard_negatives(
-                scores, cached, threshold=hard_threshold, max_new=max_new_per_round
+                scores, cached, hard_thresh=hard_thresh, max_new=max_new_per_round
             )
             if hard.numel() == 0:
                 break  # every negative is outside the margin: optimal for all of them
@@ -833,12 +858,12 @@ class RegressionPairs(NamedTuple):
 
 
 def select_box_regression_pairs(
-    proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor, *, min_iou: float = 0.6
+    proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor, *, fg_iou_thresh: float = 0.6
 ) -> RegressionPairs:
     """Pair each proposal that is close to a ground truth with that ground truth (R-CNN App. C).
 
     A proposal is kept if its highest IoU with a ground-truth box is *strictly greater* than
-    ``min_iou`` (the paper: "greater than a threshold (which we set to 0.6)";
+    ``fg_iou_thresh`` (the paper: "greater than a threshold (which we set to 0.6)";
     ``rcnn_train_bbox_regressor.m`` keeps ``O > min_overlap``): learning to move a box onto an
     object it barely touches is hopeless. Ties go to the first ground truth.
 
@@ -846,7 +871,7 @@ def select_box_regression_pairs(
         proposals: ``[P, 4]`` float xyxy.
         gt_boxes: ``[G, 4]`` float xyxy.
         gt_labels: ``[G]`` int64 in ``0..K-1``.
-        min_iou: the threshold (0.6).
+        fg_iou_thresh: the threshold (0.6).
 
     Returns:
         :class:`RegressionPairs` with ``M <= P`` rows (0 if ``G = 0``).
@@ -860,7 +885,7 @@ def select_box_regression_pairs(
         empty = torch.zeros(0, dtype=torch.int64, device=proposals.device)
         return RegressionPairs(empty, proposals.new_zeros((0, 4)), empty)
     best_iou, best_gt = box_iou(proposals, gt_boxes.to(proposals.dtype)).max(dim=1)  # [P]
-    index = torch.nonzero(best_iou > min_iou).flatten()
+    index = torch.nonzero(best_iou > fg_iou_thresh).flatten()
     return RegressionPairs(
         index, gt_boxes[best_gt[index]].to(proposals.dtype), gt_labels[best_gt[index]]
     )
@@ -876,7 +901,7 @@ class BoxRegressor(NamedTuple):
 
 
 def fit_box_regressor(
-    features: Tensor, proposals: Tensor, gt_boxes: Tensor, lam: float = 1000.0
+    features: Tensor, proposals: Tensor, gt_boxes: Tensor, ridge_penalty: float = 1000.0
 ) -> BoxRegressor:
     """Closed-form ridge regression from features to the R-CNN box targets (Appendix C).
 
@@ -884,9 +909,9 @@ def fit_box_regressor(
 
         t_x = (g_x - p_x) / p_w    t_y = (g_y - p_y) / p_h    t_w = log(g_w / p_w)    t_h = log(g_h / p_h)
 
-    and for each of the four, ``w_* = argmin_w sum_i (t*_i - w^T phi(P_i))^2 + lam ||w||^2``.
+    and for each of the four, ``w_* = argmin_w sum_i (t*_i - w^T phi(P_i))^2 + ridge_penalty ||w||^2``.
     With centred features ``X`` and centred targets ``T`` the minimiser is
-    ``W = (X^T X + lam I)^-1 X^T T`` and the (unpenalised) bias is ``mean(t) - mean(phi) W``.
+    ``W = (X^T X + ridge_penalty I)^-1 X^T T`` and the (unpenalised) bias is ``mean(t) - mean(phi) W``.
     The released code instead appends a constant feature and penalises it with the rest (after
     centring and whitening the targets), which changes the result very little. Solved in float64.
 
@@ -894,14 +919,14 @@ def fit_box_regressor(
         features: ``[N, D]`` float features of the proposals (pool5 in the paper, scaled).
         proposals: ``[N, 4]`` float xyxy, the boxes the features describe.
         gt_boxes: ``[N, 4]`` float xyxy, each proposal's ground truth (positive width and height).
-        lam: the ridge penalty λ (1000 in the paper, for features of mean norm 20).
+        ridge_penalty: the ridge penalty λ (1000 in the paper, for features of mean norm 20).
 
     Returns:
         :class:`BoxRegressor` in the dtype of ``features``; all zeros (the identity: every box
         stays where it is) for ``N = 0``.
 
     Raises:
-        TypeError, ValueError: for bad shapes or boxes, mismatched lengths, ``lam < 0`` or a
+        TypeError, ValueError: for bad shapes or boxes, mismatched lengths, ``ridge_penalty < 0`` or a
             ground truth with zero width or height (``log 0``).
 
     Chapter: book/05_rcnn (section "Bounding-box regression")
@@ -915,7 +940,7 @@ def fit_box_regressor(
             f"features, proposals and gt_boxes must have the same length, got {num}, "
             f"{proposals.shape[0]} and {gt_boxes.shape[0]}"
         )
-    lam = check_number(lam, "lam", low=0.0)
+    ridge_penalty = check_number(ridge_penalty, "ridge_penalty", low=0.0)
     check_positive_size(gt_boxes, "gt_boxes")  # t_w = log(g_w / p_w)
     if num == 0:
         return BoxRegressor(features.new_zeros((dim, 4)), features.new_zeros(4))
@@ -923,8 +948,8 @@ def fit_box_regressor(
     t = encode_boxes(gt_boxes.double(), proposals.double())  # [N, 4]
     x_mean, t_mean = x.mean(dim=0), t.mean(dim=0)  # [D], [4]
     xc, tc = x - x_mean, t - t_mean
-    gram = xc.T @ xc + lam * torch.eye(dim, dtype=x.dtype, device=x.device)  # [D, D]
-    if lam > 0:  # positive definite: a direct solve
+    gram = xc.T @ xc + ridge_penalty * torch.eye(dim, dtype=x.dtype, device=x.device)  # [D, D]
+    if ridge_penalty > 0:  # positive definite: a direct solve
         weight = torch.linalg.solve(gram, xc.T @ tc)  # [D, 4]
     else:  # plain least squares, possibly rank-deficient
         weight = torch.linalg.lstsq(gram, xc.T @ tc).solution
@@ -997,8 +1022,8 @@ def rcnn_detect(
 
     Every proposal is scored by every class's SVM. Per class, the ``config.pre_nms_top_n`` (100)
     best-scoring proposals are kept (``rcnn_test.m``), moved by that class's regressor and clipped
-    to the image; then greedy NMS runs per class at ``config.nms_threshold`` (0.3) and the best
-    ``config.detections_per_image`` boxes are returned. Scores are SVM margins (any real number):
+    to the image; then greedy NMS runs per class at ``config.nms_thresh`` (0.3) and the best
+    ``config.detections_per_img`` boxes are returned. Scores are SVM margins (any real number):
     only their order matters for mAP.
 
     Args:
@@ -1038,7 +1063,7 @@ def rcnn_detect(
         boxes = clip_boxes_to_image(boxes, image.shape[-2:])
     with _timed(stage_seconds, "NMS"):
         labels = torch.arange(num_classes, device=image.device).repeat_interleave(top)  # [K * n]
-        keep = batched_nms(boxes, scores, labels, config.nms_threshold)[
-            : config.detections_per_image
+        keep = batched_nms(boxes, scores, labels, config.nms_thresh)[
+            : config.detections_per_img
         ]
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}

@@ -53,6 +53,7 @@ from coursepkg.ops.validation import (
     check_number,
     check_positive_size,
     check_probability,
+    check_reduction,
     check_tensor,
 )
 
@@ -93,9 +94,11 @@ class FastRCNNLoss(NamedTuple):
     """The two terms of the Fast R-CNN multi-task loss (Fast R-CNN Eq. (1), λ = 1).
 
     Attributes:
-        classification: scalar, mean cross-entropy over the sampled RoIs.
+        classification: scalar, mean cross-entropy over the sampled RoIs (``reduction="mean"``;
+            the sum for ``"sum"``, ``[N]`` per RoI for ``"none"``).
         box_regression: scalar, smooth-L1 summed over foreground RoIs divided by the number of
-            sampled RoIs (torchvision's normaliser).
+            sampled RoIs (torchvision's normaliser; the sum for ``"sum"``, ``[N]`` per RoI, 0 for
+            background, for ``"none"``).
     """
 
     classification: Tensor
@@ -107,18 +110,18 @@ def sample_rois(
     gt_boxes: Tensor,
     gt_labels: Tensor,
     *,
-    num_samples: int = 512,
+    batch_size_per_image: int = 512,
     positive_fraction: float = 0.25,
     fg_iou_thresh: float = 0.5,
     add_gt_boxes: bool = True,
-    weights: Sequence[float] = ROI_BOX_WEIGHTS,
+    box_weights: Sequence[float] = ROI_BOX_WEIGHTS,
     generator: torch.Generator | None = None,
 ) -> RoISample:
     """Label, sample and encode the training RoIs of one image (Fast R-CNN §2.3, "Mini-batch sampling").
 
     A proposal is foreground, with its best ground truth's class, if that IoU is at least
     ``fg_iou_thresh``; every other proposal is background (IoU in ``[0, fg_iou_thresh)``, as in
-    torchvision; Fast R-CNN used ``[0.1, 0.5)``). Then at most ``num_samples`` are kept, at most
+    torchvision; Fast R-CNN used ``[0.1, 0.5)``). Then at most ``batch_size_per_image`` are kept, at most
     ``positive_fraction`` of them foreground, the rest background
     (:func:`coursepkg.models.assignment.sample_balanced`). With ``add_gt_boxes`` the ground-truth boxes
     join the proposals first (torchvision's ``add_gt_proposals``): early in training the RPN
@@ -130,15 +133,16 @@ def sample_rois(
         proposals: ``[P, 4]`` float xyxy, the RPN's boxes for this image.
         gt_boxes: ``[G, 4]`` float xyxy with positive widths and heights; ``G`` may be 0.
         gt_labels: ``[G]`` int64 in ``0..K-1``.
-        num_samples: RoIs per image (torchvision 512; Fast R-CNN 64 per image, 128 per batch).
+        batch_size_per_image: RoIs per image (torchvision 512; Fast R-CNN 64 per image, 128 per batch).
         positive_fraction: largest share of foreground RoIs (0.25 in both).
         fg_iou_thresh: IoU for foreground (0.5 in both).
         add_gt_boxes: append ``gt_boxes`` to ``proposals`` before matching.
-        weights: box-coding weights, :data:`ROI_BOX_WEIGHTS` by default.
+        box_weights: box-coding weights (``weights`` of :func:`coursepkg.ops.box_coding.encode_boxes`),
+            :data:`ROI_BOX_WEIGHTS` by default.
         generator: random source of the sampler.
 
     Returns:
-        :class:`RoISample`; ``S <= num_samples`` rows, foreground first.
+        :class:`RoISample`; ``S <= batch_size_per_image`` rows, foreground first.
 
     Raises:
         TypeError: for integer boxes or non-int64 labels.
@@ -151,10 +155,10 @@ def sample_rois(
     check_boxes(gt_boxes, "gt_boxes")
     check_labels(gt_labels, "gt_labels", gt_boxes.shape[0])
     check_positive_size(gt_boxes, "gt_boxes")
-    num_samples = check_int(num_samples, "num_samples", low=0)
+    batch_size_per_image = check_int(batch_size_per_image, "batch_size_per_image", low=0)
     positive_fraction = check_probability(positive_fraction, "positive_fraction")
     fg_iou_thresh = check_number(fg_iou_thresh, "fg_iou_thresh", low=0.0, high=1.0, low_open=True)
-    weights = _check_weights(weights)
+    box_weights = _check_weights(box_weights, "box_weights")
     with torch.no_grad():
         gt_boxes = gt_boxes.to(proposals.dtype)
         if add_gt_boxes:
@@ -168,7 +172,7 @@ def sample_rois(
             # Equal thresholds: nothing is ignored; no low-quality matches in the second stage.
             match = _match_anchors(box_iou(gt_boxes, proposals), fg_iou_thresh, fg_iou_thresh, False)
             matched_gt, fg_bg = match.matched_gt.clamp(min=0), match.labels
-        pos_idx, neg_idx = _sample_balanced(fg_bg, num_samples, positive_fraction, generator)
+        pos_idx, neg_idx = _sample_balanced(fg_bg, batch_size_per_image, positive_fraction, generator)
         keep = torch.cat([pos_idx, neg_idx])  # [S]
         labels = torch.zeros(keep.shape[0], dtype=torch.int64, device=proposals.device)
         if gt_boxes.shape[0] > 0:
@@ -177,7 +181,7 @@ def sample_rois(
         else:
             reference = proposals[keep]  # background only: any finite target will do
         sampled = proposals[keep]
-        targets = _encode_boxes(reference, sampled, weights)  # [S, 4]
+        targets = _encode_boxes(reference, sampled, box_weights)  # [S, 4]
     return RoISample(sampled, labels, targets, matched_gt[keep])
 
 
@@ -238,19 +242,23 @@ def fastrcnn_loss(
     regression_targets: Tensor,
     *,
     beta: float = 1.0 / 9,
+    reduction: str = "mean",
 ) -> FastRCNNLoss:
     """The Fast R-CNN multi-task loss, normalised as torchvision does (Fast R-CNN Eq. (1)).
 
-    ``L = L_cls + λ [u >= 1] L_loc`` with λ = 1:
+    ``L = L_cls + λ [u >= 1] L_loc`` with λ = 1, per RoI ``i``:
 
-    * ``classification = mean_i CE(class_logits_i, u_i)`` over all ``N`` sampled RoIs;
-    * ``box_regression = sum_{i: u_i >= 1} smoothL1_beta(box_regression_i[u_i] - t_i) / N``: only the
-      true class's four deltas of each foreground RoI count, and the sum is divided by the number of
-      sampled RoIs ``N`` (not by the number of foreground RoIs). This is torchvision's
-      ``fastrcnn_loss`` exactly, including ``beta = 1/9`` (the paper's smooth-L1 is ``beta = 1``).
+    * ``classification_i = CE(class_logits_i, u_i)``;
+    * ``box_regression_i = smoothL1_beta(box_regression_i[u_i] - t_i)`` summed over the four deltas
+      of the true class, for a foreground RoI (``u_i >= 1``); 0 for a background RoI.
 
-    With ``N = 0`` (no RoI at all) both terms are zero, still attached to the graph, instead of
-    the NaN a mean over nothing would give.
+    ``reduction`` as in ``torch.nn.functional``: ``"none"`` returns those per-RoI terms, ``"sum"``
+    their sums, and ``"mean"`` (the default) divides both sums by the number of sampled RoIs ``N``
+    (not by the number of foreground RoIs): torchvision's ``fastrcnn_loss`` exactly, including
+    ``beta = 1/9`` (the paper's smooth-L1 is ``beta = 1``).
+
+    With ``N = 0`` (no RoI at all) the reduced terms are zero, still attached to the graph, instead
+    of the NaN a mean over nothing would give.
 
     Args:
         class_logits: ``[N, K + 1]`` float.
@@ -258,16 +266,18 @@ def fastrcnn_loss(
         labels: ``[N]`` int64 in ``0..K``, 0 = background.
         regression_targets: ``[N, 4]`` float encoded targets (:func:`sample_rois`).
         beta: smooth-L1 transition point, as in ``torch.nn.functional.smooth_l1_loss``.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
 
     Returns:
-        :class:`FastRCNNLoss` of two scalars.
+        :class:`FastRCNNLoss` of two scalars, or of two ``[N]`` tensors for ``reduction="none"``.
 
     Raises:
         TypeError: if ``labels`` is not int64.
-        ValueError: on inconsistent shapes or labels outside ``0..K``.
+        ValueError: on inconsistent shapes, labels outside ``0..K`` or an unknown ``reduction``.
 
     Chapter: book/07_faster_rcnn (section "The Fast R-CNN loss").
     """
+    check_reduction(reduction)
     check_tensor(class_logits, "class_logits", shape=("N", "K + 1"), dtype="float")
     if class_logits.shape[1] < 2:
         raise ValueError(f"class_logits must be [N, K + 1] with K >= 1, got {list(class_logits.shape)}")
@@ -276,7 +286,7 @@ def fastrcnn_loss(
     check_tensor(labels, "labels", shape=(num,), dtype=torch.int64)
     check_tensor(regression_targets, "regression_targets", shape=(num, 4), dtype="float")
     beta = check_number(beta, "beta", low=0.0)
-    if num == 0:
+    if num == 0 and reduction != "none":
         zero = class_logits.sum() + box_regression.sum()  # 0, but keeps the graph connected
         return FastRCNNLoss(zero, zero)
     if bool(((labels < 0) | (labels >= num_classes)).any()):
@@ -285,12 +295,17 @@ def fastrcnn_loss(
             f"{int(labels.min())} and max {int(labels.max())}"
         )
 
-    classification = F.cross_entropy(class_logits, labels)
     fg = torch.nonzero(labels > 0).flatten()  # [F]
     deltas = box_regression.reshape(num, num_classes, 4)[fg, labels[fg]]  # [F, 4]: true class only
+    if reduction == "none":
+        box = box_regression.new_zeros(num).index_put(  # [N], 0 for background RoIs
+            (fg,), F.smooth_l1_loss(deltas, regression_targets[fg], beta=beta, reduction="none").sum(1)
+        )
+        return FastRCNNLoss(F.cross_entropy(class_logits, labels, reduction="none"), box)
+    classification = F.cross_entropy(class_logits, labels, reduction=reduction)
     box_sum = F.smooth_l1_loss(deltas, regression_targets[fg], beta=beta, reduction="sum")
-    # torchvision's normaliser: all sampled RoIs, foreground and background.
-    return FastRCNNLoss(classification, box_sum / num)
+    # "mean": torchvision's normaliser, all sampled RoIs, foreground and background.
+    return FastRCNNLoss(classification, box_sum / num if reduction == "mean" else box_sum)
 
 
 def postprocess_detections(
@@ -303,7 +318,7 @@ def postprocess_detections(
     nms_thresh: float = 0.5,
     detections_per_img: int = 100,
     min_size: float = 1e-2,
-    weights: Sequence[float] = ROI_BOX_WEIGHTS,
+    box_weights: Sequence[float] = ROI_BOX_WEIGHTS,
 ) -> dict[str, Tensor]:
     """Turn the head's outputs for one image into final detections (torchvision's defaults).
 
@@ -324,7 +339,7 @@ def postprocess_detections(
         nms_thresh: per-class NMS IoU threshold (0.5).
         detections_per_img: at most this many detections (100).
         min_size: smallest side in pixels after clipping (torchvision's 1e-2).
-        weights: box-coding weights used in training.
+        box_weights: box-coding weights used in training.
 
     Returns:
         ``{"boxes": [D, 4], "scores": [D], "labels": [D] int64 in 0..K-1}``, scores decreasing.
@@ -351,11 +366,11 @@ def postprocess_detections(
     nms_thresh = check_probability(nms_thresh, "nms_thresh")
     detections_per_img = check_int(detections_per_img, "detections_per_img", low=0)
     min_size = check_number(min_size, "min_size", low=0.0)
-    weights = _check_weights(weights)
+    box_weights = _check_weights(box_weights, "box_weights")
 
     # Checked once above; the steps below call the unchecked cores.
     scores = F.softmax(class_logits, dim=-1)[:, 1:]  # [R, K], background dropped
-    boxes = _decode_boxes(box_regression, proposals.to(box_regression.dtype), weights)
+    boxes = _decode_boxes(box_regression, proposals.to(box_regression.dtype), box_weights)
     boxes = boxes.reshape(num, num_classes, 4)
     boxes = _clip_boxes_to_image(boxes[:, 1:].reshape(-1, 4), image_size)  # [R * K, 4]
     labels = torch.arange(num_classes - 1, device=scores.device).repeat(num)  # [R * K]: 0..K-1
@@ -375,7 +390,12 @@ def postprocess_batch(
     box_regression: Tensor,
     proposals: Sequence[Tensor],
     image_size: Sequence[int],
-    **settings: object,
+    *,
+    score_thresh: float = 0.05,
+    nms_thresh: float = 0.5,
+    detections_per_img: int = 100,
+    min_size: float = 1e-2,
+    box_weights: Sequence[float] = ROI_BOX_WEIGHTS,
 ) -> list[dict[str, Tensor]]:
     """:func:`postprocess_detections` for a batch whose RoIs are all images' proposals in a row.
 
@@ -388,8 +408,8 @@ def postprocess_batch(
         box_regression: ``[R, 4 * (K + 1)]``.
         proposals: per image ``[P_i, 4]`` float xyxy.
         image_size: ``(height, width)`` shared by the batch.
-        **settings: keyword arguments of :func:`postprocess_detections` (``score_thresh``,
-            ``nms_thresh``, ``detections_per_img``, ``min_size``, ``weights``).
+        score_thresh, nms_thresh, detections_per_img, min_size, box_weights: as in
+            :func:`postprocess_detections`, with the same defaults.
 
     Returns:
         One detections dict per image, as :func:`postprocess_detections` returns.
@@ -404,7 +424,17 @@ def postprocess_batch(
             f"box rows for {sum(counts)} proposals ({counts} per image)"
         )
     return [
-        postprocess_detections(logits, deltas, boxes, image_size, **settings)
+        postprocess_detections(
+            logits,
+            deltas,
+            boxes,
+            image_size,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
+            min_size=min_size,
+            box_weights=box_weights,
+        )
         for logits, deltas, boxes in zip(
             class_logits.float().split(counts),
             box_regression.float().split(counts),

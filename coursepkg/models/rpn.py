@@ -56,6 +56,7 @@ from coursepkg.ops.validation import (
     check_int,
     check_number,
     check_probability,
+    check_reduction,
     check_tensor,
 )
 
@@ -106,7 +107,16 @@ class RPNHead(nn.Module):
         return RPNHeadOutput(self.cls_logits(hidden), self.bbox_pred(hidden))
 
 
-def flatten_predictions(objectness: Tensor, deltas: Tensor) -> tuple[Tensor, Tensor]:
+class FlatPredictions(NamedTuple):
+    """Result of :func:`flatten_predictions`: one row per anchor, in the anchors' order."""
+
+    objectness: Tensor
+    """[N, H * W * A] logits."""
+    deltas: Tensor
+    """[N, H * W * A, 4] box deltas."""
+
+
+def flatten_predictions(objectness: Tensor, deltas: Tensor) -> FlatPredictions:
     """Reorder the head's maps to one row per anchor, in :func:`generate_anchors` order.
 
     Args:
@@ -131,16 +141,16 @@ def flatten_predictions(objectness: Tensor, deltas: Tensor) -> tuple[Tensor, Ten
     flat_deltas = (
         deltas.reshape(n, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4)
     )  # [N, HWA, 4]
-    return flat_objectness, flat_deltas
+    return FlatPredictions(flat_objectness, flat_deltas)
 
 
 class RPNLoss(NamedTuple):
-    """Result of :func:`rpn_loss` (scalars)."""
+    """Result of :func:`rpn_loss`: scalars, or ``[M]`` per anchor for ``reduction="none"``."""
 
     objectness: Tensor
-    """Normalised classification term."""
+    """Classification term (normalised for ``reduction="mean"``)."""
     box: Tensor
-    """Normalised box-regression term, before λ."""
+    """Box-regression term, before λ (normalised for ``reduction="mean"``)."""
     total: Tensor
     """``objectness + λ * box``."""
 
@@ -152,9 +162,10 @@ def rpn_loss(
     target_deltas: Tensor,
     *,
     normalization: str = "torchvision",
-    lambda_: float | None = None,
+    box_loss_weight: float | None = None,
     beta: float | None = None,
     num_locations: int | None = None,
+    reduction: str = "mean",
 ) -> RPNLoss:
     """The RPN loss (Faster R-CNN eq. 1) under one of three normalisations.
 
@@ -171,23 +182,32 @@ def rpn_loss(
 
     Empty sets give 0, never NaN (each normaliser is at least 1).
 
+    ``reduction`` as in ``torch.nn.functional``: ``"mean"`` (the default) divides by the normalisers
+    of ``normalization`` above; ``"sum"`` returns the two sums undivided (``normalization`` then
+    only picks λ and β), for a caller that normalises itself; ``"none"`` returns per-anchor ``[M]``
+    terms: the BCE of every sampled anchor (0 where ``labels == -1``) and the smooth-L1 summed over
+    the four deltas of every positive anchor (0 elsewhere).
+
     Args:
         objectness: [M] logits, all anchors of the batch concatenated.
         deltas: [M, 4] predicted deltas.
         labels: [M] after sampling: 1 sampled positive, 0 sampled negative, -1 not in the loss.
         target_deltas: [M, 4] regression targets (only rows with label 1 are read).
         normalization: ``"paper"``, ``"notes"`` or ``"torchvision"``.
-        lambda_: weight of the box term; None takes the mode's value.
+        box_loss_weight: weight of the box term; None takes the mode's value.
         beta: smooth-L1 ``beta``; None takes the mode's value.
-        num_locations: N_reg for ``"paper"`` (required there, ignored otherwise).
+        num_locations: N_reg for ``"paper"`` with ``reduction="mean"`` (required there, ignored
+            otherwise).
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
 
     Returns:
-        ``RPNLoss(objectness, box, total)`` scalars; ``total = objectness + lambda_ * box``.
+        ``RPNLoss(objectness, box, total)``, scalars (``[M]`` each for ``reduction="none"``);
+        ``total = objectness + box_loss_weight * box``.
 
     Raises:
-        ValueError: on unknown ``normalization``, mismatched shapes, labels outside {-1, 0, 1},
-            a missing or non-positive ``num_locations`` in paper mode, or a λ / β that is not a
-            finite number >= 0.
+        ValueError: on unknown ``normalization`` or ``reduction``, mismatched shapes, labels outside
+            {-1, 0, 1}, a missing or non-positive ``num_locations`` in paper mode with
+            ``reduction="mean"``, or a λ / β that is not a finite number >= 0.
         TypeError: if a float input is not floating point.
 
     Chapter: book/07_faster_rcnn (section "The RPN loss").
@@ -195,16 +215,29 @@ def rpn_loss(
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     default_lambda, default_beta = _DEFAULTS[normalization]
-    lambda_ = default_lambda if lambda_ is None else check_number(lambda_, "lambda_", low=0.0)
+    box_loss_weight = (
+        default_lambda
+        if box_loss_weight is None
+        else check_number(box_loss_weight, "box_loss_weight", low=0.0)
+    )
     beta = default_beta if beta is None else check_number(beta, "beta", low=0.0)
+    check_reduction(reduction)
     _check_loss_inputs(objectness, deltas, labels, target_deltas)
-    if normalization == "paper":
+    if normalization == "paper" and reduction == "mean":
         if num_locations is None:
             raise ValueError("normalization='paper' needs num_locations > 0 (N_reg), got None")
         num_locations = check_int(num_locations, "num_locations", low=1)
 
     sampled = labels >= 0
     positive = labels == 1
+    if reduction == "none":
+        cls_each = F.binary_cross_entropy_with_logits(
+            objectness, labels.clamp(min=0).to(objectness.dtype), reduction="none"
+        )
+        cls_each = torch.where(sampled, cls_each, torch.zeros_like(cls_each))  # [M]
+        box_each = F.smooth_l1_loss(deltas, target_deltas, beta=beta, reduction="none").sum(1)
+        box_each = torch.where(positive, box_each, torch.zeros_like(box_each))  # [M]
+        return RPNLoss(cls_each, box_each, cls_each + box_loss_weight * box_each)
     num_sampled = int(sampled.sum())
     num_positive = int(positive.sum())
     cls_sum = F.binary_cross_entropy_with_logits(
@@ -220,8 +253,10 @@ def rpn_loss(
         "notes": max(num_positive, 1),  # the notes' N_reg = (gt_rpn_score > 0).sum()
         "torchvision": max(num_sampled, 1),
     }[normalization]
+    if reduction == "sum":
+        return RPNLoss(cls_sum, box_sum, cls_sum + box_loss_weight * box_sum)
     cls_term, box_term = cls_sum / n_cls, box_sum / n_reg
-    return RPNLoss(cls_term, box_term, cls_term + lambda_ * box_term)
+    return RPNLoss(cls_term, box_term, cls_term + box_loss_weight * box_term)
 
 
 def _check_loss_inputs(
@@ -337,7 +372,7 @@ def assign_rpn_targets(
     *,
     fg_iou_thresh: float = 0.7,
     bg_iou_thresh: float = 0.3,
-    num_samples: int = 256,
+    batch_size_per_image: int = 256,
     positive_fraction: float = 0.5,
     generator: torch.Generator | None = None,
 ) -> RPNTargets:
@@ -346,7 +381,7 @@ def assign_rpn_targets(
     1. Match (:func:`coursepkg.models.assignment.match_anchors`): positive at IoU >= ``fg_iou_thresh``
        with some ground truth or if the anchor is a ground truth's best one, negative below
        ``bg_iou_thresh``, ignored in between. An image without objects has only negatives.
-    2. Sample (:func:`coursepkg.models.assignment.sample_balanced`): ``num_samples`` anchors, at most
+    2. Sample (:func:`coursepkg.models.assignment.sample_balanced`): ``batch_size_per_image`` anchors, at most
        ``positive_fraction`` of them positive; the rest get label -1.
     3. Encode (:func:`coursepkg.ops.box_coding.encode_boxes`, weights 1) the positives' ground truths.
 
@@ -357,7 +392,7 @@ def assign_rpn_targets(
         anchors: ``[N, 4]`` float xyxy.
         gt_boxes: ``[G, 4]`` float xyxy, ``G`` may be 0.
         fg_iou_thresh, bg_iou_thresh: the matcher's thresholds (0.7 and 0.3 in the paper).
-        num_samples: anchors per image in the loss (256).
+        batch_size_per_image: anchors per image in the loss (256).
         positive_fraction: largest share of positives (0.5).
         generator: random source of the sampler.
 
@@ -377,12 +412,14 @@ def assign_rpn_targets(
         raise ValueError(
             f"bg_iou_thresh must be <= fg_iou_thresh, got {bg_iou_thresh} > {fg_iou_thresh}"
         )
-    num_samples = check_int(num_samples, "num_samples", low=0)
+    batch_size_per_image = check_int(batch_size_per_image, "batch_size_per_image", low=0)
     positive_fraction = check_probability(positive_fraction, "positive_fraction")
     with torch.no_grad():
         gt_boxes = gt_boxes.to(anchors.dtype)
         match = _match_anchors(box_iou(gt_boxes, anchors), fg_iou_thresh, bg_iou_thresh, True)
-        pos_idx, neg_idx = _sample_balanced(match.labels, num_samples, positive_fraction, generator)
+        pos_idx, neg_idx = _sample_balanced(
+            match.labels, batch_size_per_image, positive_fraction, generator
+        )
         labels = torch.full_like(match.labels, -1)
         labels[pos_idx] = 1
         labels[neg_idx] = 0

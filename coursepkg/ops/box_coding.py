@@ -50,11 +50,13 @@ from coursepkg.ops.validation import check_boxes, check_finite, check_number, ch
 DEFAULT_BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 
 
-def _check_weights(weights: Sequence[float]) -> tuple[float, float, float, float]:
+def _check_weights(
+    weights: Sequence[float], name: str = "weights"
+) -> tuple[float, float, float, float]:
     if not isinstance(weights, Sequence) or len(weights) != 4:
-        raise ValueError(f"weights must be 4 numbers (w_x, w_y, w_w, w_h), got {weights!r}")
+        raise ValueError(f"{name} must be 4 numbers (w_x, w_y, w_w, w_h), got {weights!r}")
     return tuple(  # type: ignore[return-value]
-        check_number(w, f"weights[{i}]", low=0.0, low_open=True) for i, w in enumerate(weights)
+        check_number(w, f"{name}[{i}]", low=0.0, low_open=True) for i, w in enumerate(weights)
     )
 
 

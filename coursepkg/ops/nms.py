@@ -443,7 +443,7 @@ def soft_nms(
     method: str = "gaussian",
     sigma: float = 0.5,
     iou_threshold: float = 0.3,
-    score_threshold: float = 0.001,
+    score_thresh: float = 0.001,
 ) -> SoftNMSResult:
     """Soft-NMS (Bodla et al., 2017): lower the scores of overlapping boxes instead of removing them.
 
@@ -453,7 +453,7 @@ def soft_nms(
     * ``"linear"``: ``s_i * (1 - IoU)`` if ``IoU >= iou_threshold``, else unchanged;
     * ``"gaussian"``: ``s_i * exp(-IoU**2 / sigma)`` (``iou_threshold`` is not used).
 
-    Boxes whose score falls below ``score_threshold`` are dropped. Equal scores are picked in
+    Boxes whose score falls below ``score_thresh`` are dropped. Equal scores are picked in
     input order.
 
     Args:
@@ -462,7 +462,7 @@ def soft_nms(
         method: ``"gaussian"`` or ``"linear"``.
         sigma: width of the Gaussian penalty, ``> 0`` (the paper uses 0.5).
         iou_threshold: ``N_t`` of the linear method, in ``[0, 1]``.
-        score_threshold: final scores below this are dropped, ``>= 0``.
+        score_thresh: final scores below this are dropped, ``>= 0``.
 
     Returns:
         :class:`SoftNMSResult` ``(keep, scores)``.
@@ -476,10 +476,10 @@ def soft_nms(
     if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
     iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
-    if not (isinstance(score_threshold, int | float) and score_threshold >= 0):
-        raise ValueError(f"score_threshold must be a number >= 0, got {score_threshold!r}")
+    if not (isinstance(score_thresh, int | float) and score_thresh >= 0):
+        raise ValueError(f"score_thresh must be a number >= 0, got {score_thresh!r}")
     current = scores.clone()
-    remaining = torch.nonzero(current >= score_threshold).squeeze(1)  # increasing index
+    remaining = torch.nonzero(current >= score_thresh).squeeze(1)  # increasing index
     keep, kept_scores = [], []
     while remaining.numel() > 0:
         best = int(torch.argmax(current[remaining]))  # first maximum: ties in input order
@@ -493,7 +493,7 @@ def soft_nms(
         else:
             decay = torch.exp(-(ious**2) / sigma)
         current[remaining] = current[remaining] * decay.to(current.dtype)
-        remaining = remaining[current[remaining] >= score_threshold]
+        remaining = remaining[current[remaining] >= score_thresh]
     if not keep:
         return SoftNMSResult(torch.empty(0, dtype=torch.int64, device=boxes.device), scores[:0])
     return SoftNMSResult(torch.stack(keep), torch.stack(kept_scores))

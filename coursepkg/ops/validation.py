@@ -388,3 +388,18 @@ def check_target(
                 f"{name}['boxes'] must lie inside the image [0, {width}] x [0, {height}] "
                 f"(image_size {(height, width)}), box {i} is {boxes[i].tolist()}"
             )
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def check_reduction(reduction: object) -> str:
+    """Validate a loss's ``reduction``, one of ``"none"``, ``"mean"``, ``"sum"`` as in
+    ``torch.nn.functional``, and return it.
+
+    Raises:
+        ValueError: for anything else (the message names ``reduction``).
+
+    Chapter: book/glossary
+    """
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction

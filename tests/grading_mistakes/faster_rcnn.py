@@ -76,22 +76,22 @@ MISTAKES = [
     mistake(
         "sample_anchors",
         "the notes' negative budget n_sample * np.sum(label == 1)",
-        ("num_samples - num_pos)  # the notes", "num_samples * num_pos)  # the notes"),
+        ("batch_size_per_image - num_pos)  # the notes", "batch_size_per_image * num_pos)  # the notes"),
     ),
     mistake(
         "sample_anchors",
         "no cap on the positives",
         (
-            "num_pos = min(len(positives), int(num_samples * positive_fraction))",
-            "num_pos = min(len(positives), num_samples)",
+            "num_pos = min(len(positives), int(batch_size_per_image * positive_fraction))",
+            "num_pos = min(len(positives), batch_size_per_image)",
         ),
     ),
     mistake(
         "sample_anchors",
         "negatives do not fill the batch when positives are few",
         (
-            "num_samples - num_pos)  # the notes",
-            "num_samples - int(num_samples * positive_fraction))  # the notes",
+            "batch_size_per_image - num_pos)  # the notes",
+            "batch_size_per_image - int(batch_size_per_image * positive_fraction))  # the notes",
         ),
     ),
     mistake(

@@ -141,7 +141,7 @@ def _mistakes(objectness, deltas, labels, targets):
 
     yield BETA, lambda: notes(beta=1 / 9)
     yield BETA, lambda: notes(beta=0.0)
-    yield NORMALISERS, lambda: notes(lambda_=1.0)
+    yield NORMALISERS, lambda: notes(box_loss_weight=1.0)
     yield (
         NORMALISERS,
         lambda: float(
@@ -151,7 +151,7 @@ def _mistakes(objectness, deltas, labels, targets):
                 labels,
                 targets,
                 normalization="torchvision",
-                lambda_=10.0,
+                box_loss_weight=10.0,
                 beta=1.0,
             ).total
         ),

@@ -1,11 +1,11 @@
-"""Grading tests of ``sample_anchors(labels, num_samples, positive_fraction, generator)``
+"""Grading tests of ``sample_anchors(labels, batch_size_per_image, positive_fraction, generator)``
 (exercise 07_faster_rcnn).
 
 The sample is random, so the tests check what must hold for every draw, against the counts of
 :func:`coursepkg.models.assignment.sample_balanced` (the same as torchvision's
 ``BalancedPositiveNegativeSampler``): an int64 tensor of the input's shape, exactly
-``min(#pos, int(num_samples * positive_fraction))`` anchors kept positive and
-``min(#neg, num_samples - kept positives)`` kept negative, each kept anchor with its own label,
+``min(#pos, int(batch_size_per_image * positive_fraction))`` anchors kept positive and
+``min(#neg, batch_size_per_image - kept positives)`` kept negative, each kept anchor with its own label,
 every other anchor -1. Then that the draw comes from the generator (the same seed gives the same
 sample) and is random (not the first anchors; other seeds give other samples). Cases: the notes'
 setting, few and many positives, no positives, all ignored, odd batch sizes, other fractions, no
@@ -21,13 +21,13 @@ from coursepkg.grading.expect import Case, Failure, call, expect_tensor, generat
 from coursepkg.models.assignment import sample_balanced
 
 PRODUCT = (
-    "the negatives fill what the positives leave: num_samples - (positives kept), not the notes' "
+    "the negatives fill what the positives leave: batch_size_per_image - (positives kept), not the notes' "
     "n_sample * np.sum(label == 1)"
 )
-CAP = "keep at most int(num_samples * positive_fraction) positives"
+CAP = "keep at most int(batch_size_per_image * positive_fraction) positives"
 FILL = (
     "when there are too few positives, negatives fill the rest of the batch: "
-    "num_samples - (positives kept) negatives, not num_samples - int(num_samples * positive_fraction)"
+    "batch_size_per_image - (positives kept) negatives, not batch_size_per_image - int(batch_size_per_image * positive_fraction)"
 )
 SUBSET = "keep a random subset of each kind and set every other anchor to -1; never change a label"
 GENERATOR = (
@@ -64,12 +64,12 @@ def _labels(num_pos: int, num_neg: int, num_ignored: int, seed: int) -> torch.Te
     return labels[torch.randperm(len(labels), generator=generator(seed))]
 
 
-def _case(title, labels, num_samples=256, fraction=0.5, seed=0, hint="") -> Case:
+def _case(title, labels, batch_size_per_image=256, fraction=0.5, seed=0, hint="") -> Case:
     return Case(
         title,
         {
             "labels": labels,
-            "num_samples": num_samples,
+            "batch_size_per_image": batch_size_per_image,
             "positive_fraction": fraction,
             "generator": SeededGenerator(seed),
         },
@@ -77,14 +77,14 @@ def _case(title, labels, num_samples=256, fraction=0.5, seed=0, hint="") -> Case
     )
 
 
-def _random(size: int, seed: int, num_samples=256, fraction=0.5) -> Case:
+def _random(size: int, seed: int, batch_size_per_image=256, fraction=0.5) -> Case:
     g = generator(seed)
     labels = torch.randint(-1, 2, (size,), generator=g)
     labels[torch.rand(size, generator=g) < float(torch.rand(1, generator=g))] = 0  # vary the mix
     return _case(
-        f"random labels, A={size}, {num_samples} samples, fraction {fraction} (seed {seed})",
+        f"random labels, A={size}, {batch_size_per_image} samples, fraction {fraction} (seed {seed})",
         labels,
-        num_samples,
+        batch_size_per_image,
         fraction,
         seed,
     )
@@ -104,39 +104,39 @@ CASES = [
     _case("fewer anchors than the batch: all kept", _labels(7, 20, 3, 7)),
     _case("an odd batch: 255 samples, half of it is 127.5", _labels(400, 400, 0, 8), 255, hint=CAP),
     _case("positive_fraction 0.25 of 64", _labels(40, 200, 10, 9), 64, 0.25, hint=CAP),
-    _case("num_samples 0: nothing kept", _labels(5, 5, 5, 10), 0),
+    _case("batch_size_per_image 0: nothing kept", _labels(5, 5, 5, 10), 0),
     _case(
         "no anchors (A = 0)", torch.zeros(0, dtype=torch.int64), hint="return an empty int64 tensor"
     ),
     _random(10, seed=501),
-    _random(300, seed=502, num_samples=64),
+    _random(300, seed=502, batch_size_per_image=64),
     _random(2000, seed=503),
-    _random(20000, seed=504, num_samples=512, fraction=0.3),
+    _random(20000, seed=504, batch_size_per_image=512, fraction=0.3),
 ]
 
 
-def _expected_counts(labels, num_samples, fraction) -> tuple[int, int]:
-    sample = sample_balanced(labels, num_samples, fraction, generator(0))
+def _expected_counts(labels, batch_size_per_image, fraction) -> tuple[int, int]:
+    sample = sample_balanced(labels, batch_size_per_image, fraction, generator(0))
     return sample.pos_idx.numel(), sample.neg_idx.numel()
 
 
-def _count_hint(labels, num_samples, fraction, pos: int, neg: int) -> str:
+def _count_hint(labels, batch_size_per_image, fraction, pos: int, neg: int) -> str:
     n_pos, n_neg = int((labels == 1).sum()), int((labels == 0).sum())
-    kept_pos = min(n_pos, int(num_samples * fraction))
-    if neg == min(n_neg, num_samples * n_pos) and neg != min(n_neg, num_samples - kept_pos):
+    kept_pos = min(n_pos, int(batch_size_per_image * fraction))
+    if neg == min(n_neg, batch_size_per_image * n_pos) and neg != min(n_neg, batch_size_per_image - kept_pos):
         return PRODUCT
-    if pos == min(n_pos, num_samples) and pos != kept_pos:
+    if pos == min(n_pos, batch_size_per_image) and pos != kept_pos:
         return CAP
-    if neg == min(n_neg, num_samples - int(num_samples * fraction)):
+    if neg == min(n_neg, batch_size_per_image - int(batch_size_per_image * fraction)):
         return FILL
     return ""
 
 
 def _check_sample(got, case: Case) -> torch.Tensor:
-    labels, num_samples, fraction, _ = case.inputs()
+    labels, batch_size_per_image, fraction, _ = case.inputs()
     if not isinstance(got, torch.Tensor) or got.shape != labels.shape or got.dtype != torch.int64:
         expect_tensor(got, labels, case)  # explains the type, shape or dtype
-    kept_pos, kept_neg = _expected_counts(labels, num_samples, fraction)
+    kept_pos, kept_neg = _expected_counts(labels, batch_size_per_image, fraction)
     changed = ((got == 1) & (labels != 1)) | ((got == 0) & (labels != 0))
     odd = ~((got == 1) | (got == 0) | (got == -1))
     if bool(changed.any() | odd.any()):
@@ -154,7 +154,7 @@ def _check_sample(got, case: Case) -> torch.Tensor:
             expected=f"{kept_pos} positives, {kept_neg} negatives (of {int((labels == 1).sum())} "
             f"and {int((labels == 0).sum())})",
             got=f"{pos} positives, {neg} negatives",
-            hint=_count_hint(labels, num_samples, fraction, pos, neg) or case.hint,
+            hint=_count_hint(labels, batch_size_per_image, fraction, pos, neg) or case.hint,
         )
     return got
 
