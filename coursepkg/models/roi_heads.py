@@ -43,7 +43,7 @@ from coursepkg.models.assignment import _match_anchors, _sample_balanced
 from coursepkg.ops.box_coding import _check_weights, _decode_boxes, _encode_boxes
 from coursepkg.ops.boxes import _clip_boxes_to_image, _remove_small_boxes, box_iou
 from coursepkg.ops.labels import to_softmax_labels
-from coursepkg.ops.nms import batched_nms
+from coursepkg.ops.nms import _nms_core
 from coursepkg.ops.validation import (
     check_boxes,
     check_finite,
@@ -380,8 +380,7 @@ def postprocess_detections(
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     keep = _remove_small_boxes(boxes, min_size)
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    # TODO(merge): the unchecked core of the rewritten ops/nms.py goes here.
-    keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]  # scores decreasing
+    keep = _nms_core(boxes, scores, nms_thresh, labels)[:detections_per_img]  # scores decreasing
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
 

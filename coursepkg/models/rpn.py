@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from coursepkg.models.assignment import _match_anchors, _sample_balanced
 from coursepkg.ops.box_coding import _decode_boxes, _encode_boxes
 from coursepkg.ops.boxes import _clip_boxes_to_image, _remove_small_boxes, box_iou
-from coursepkg.ops.nms import nms
+from coursepkg.ops.nms import _nms_core
 from coursepkg.ops.validation import (
     check_boxes,
     check_finite,
@@ -347,8 +347,7 @@ def generate_proposals(
         boxes, scores = boxes[keep], scores[keep]
         keep = torch.nonzero(scores >= score_thresh).flatten()
         boxes, scores = boxes[keep], scores[keep]
-        # TODO(merge): the unchecked _nms_core of the rewritten ops/nms.py goes here.
-        keep = nms(boxes, scores, nms_thresh)[:post_nms_top_n]
+        keep = _nms_core(boxes, scores, nms_thresh)[:post_nms_top_n]
     return Proposals(boxes[keep], scores[keep])
 
 
