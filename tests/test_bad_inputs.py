@@ -362,6 +362,10 @@ MODELS = [
     Case("FasterRCNN-losses-label-too-big", lambda: _small_faster_rcnn().losses(torch.zeros(1, 3, 64, 64), [_target(labels=torch.tensor([0, 3]))]), ValueError, r"targets\[0\]\['labels'\] must be in 0..2"),
     Case("FasterRCNN-losses-zero-width", lambda: _small_faster_rcnn().losses(torch.zeros(1, 3, 64, 64), [_target([[5, 5, 5, 9]])]), ValueError, r"targets\[0\]\['boxes'\] must have positive widths and heights"),
     Case("FasterRCNN-losses-missing-labels", lambda: _small_faster_rcnn().losses(torch.zeros(1, 3, 64, 64), [{"boxes": _boxes(1)}]), ValueError, r"targets\[0\] is missing key\(s\) \['labels'\]"),
+    Case("FasterRCNNConfig-rpn-fg-1.5", lambda: FasterRCNNConfig(rpn_fg_iou_thresh=1.5), ValueError, r"rpn_fg_iou_thresh must be a finite number in \[0, 1\], got 1.5"),
+    Case("FasterRCNNConfig-roi-batch-negative", lambda: FasterRCNNConfig(roi_batch_size_per_image=-1), ValueError, r"roi_batch_size_per_image must be an int >= 0, got -1"),
+    Case("FasterRCNNConfig-box-weight-zero", lambda: FasterRCNNConfig(box_weights=(10.0, 10.0, 0.0, 5.0)), ValueError, r"box_weights\[2\] must be a finite number > 0, got 0"),
+    Case("FasterRCNNConfig-nms-nan", lambda: FasterRCNNConfig(nms_thresh=float("nan")), ValueError, r"nms_thresh must be a finite number in \[0, 1\], got nan"),
     Case("FasterRCNN-detect-2d", lambda: _small_faster_rcnn().detect(torch.zeros(64, 64)), ValueError, r"images must be \[B, 3, H, W\], got \[64, 64\]"),
     # R-CNN, selective search, backbones
     Case("svm_labels-num_classes-zero", lambda: svm_labels(_boxes(), _boxes(1), torch.tensor([0]), 0), ValueError, r"num_classes must be an int >= 1, got 0"),

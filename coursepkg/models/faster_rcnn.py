@@ -51,15 +51,16 @@ from torch import Tensor
 from coursepkg.models.anchors import generate_anchors
 from coursepkg.models.backbones import ConvBackbone
 from coursepkg.models.detector import Detector, check_images, check_targets
-from coursepkg.models.roi_heads import FastRCNNHead, fastrcnn_loss, postprocess_batch, sample_rois
+from coursepkg.models.roi_heads import FastRCNNHead, _sample_rois, fastrcnn_loss, postprocess_batch
 from coursepkg.models.rpn import (
     RPNHead,
-    assign_rpn_targets,
+    _assign_rpn_targets,
     flatten_predictions,
     generate_proposals,
     rpn_loss,
 )
 from coursepkg.ops.roi_pool import roi_align
+from coursepkg.ops.validation import check_int, check_number, check_probability
 
 __all__ = ["RPNPredictions", "FasterRCNN", "FasterRCNNConfig"]
 
@@ -126,6 +127,22 @@ class FasterRCNNConfig:
         return len(self.anchor_scales) * len(self.anchor_ratios)
 
     def __post_init__(self) -> None:
+        # Every setting is checked here, once: the detector then calls the unchecked cores of
+        # assign_rpn_targets, sample_rois and NMS with them (each check costs a host round trip).
+        for name in ("rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "rpn_positive_fraction",
+                     "rpn_nms_thresh", "roi_positive_fraction", "score_thresh", "nms_thresh"):
+            check_probability(getattr(self, name), name)
+        check_number(self.roi_fg_iou_thresh, "roi_fg_iou_thresh", low=0.0, high=1.0, low_open=True)
+        for name in ("rpn_batch_size_per_image", "roi_batch_size_per_image", "detections_per_img",
+                     "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train",
+                     "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test"):
+            check_int(getattr(self, name), name, low=0)
+        for name in ("rpn_min_size", "min_size"):
+            check_number(getattr(self, name), name, low=0.0)
+        for i, weight in enumerate(self.box_weights):
+            check_number(weight, f"box_weights[{i}]", low=0.0, low_open=True)
+        if len(self.box_weights) != 4:
+            raise ValueError(f"box_weights must be 4 numbers, got {self.box_weights!r}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if not self.backbone_channels or min(self.backbone_channels) < 1:
@@ -278,14 +295,10 @@ class FasterRCNN(Detector):
 
         # RPN: 256 sampled anchors per image; the loss averages over all sampled anchors of the batch.
         rpn_targets = [
-            assign_rpn_targets(
-                rpn.anchors,
-                boxes,
-                fg_iou_thresh=c.rpn_fg_iou_thresh,
-                bg_iou_thresh=c.rpn_bg_iou_thresh,
-                batch_size_per_image=c.rpn_batch_size_per_image,
-                positive_fraction=c.rpn_positive_fraction,
-                generator=generator,
+            # the unchecked core: targets were checked above, the anchors are our own
+            _assign_rpn_targets(
+                rpn.anchors, boxes, c.rpn_fg_iou_thresh, c.rpn_bg_iou_thresh,
+                c.rpn_batch_size_per_image, c.rpn_positive_fraction, generator,
             )
             for boxes in gt_boxes
         ]
@@ -304,15 +317,10 @@ class FasterRCNN(Detector):
 
         # Second stage: sample RoIs among proposals + ground truth, pool, classify, regress.
         samples = [
-            sample_rois(
-                proposals,
-                boxes,
-                target["labels"],
-                batch_size_per_image=c.roi_batch_size_per_image,
-                positive_fraction=c.roi_positive_fraction,
-                fg_iou_thresh=c.roi_fg_iou_thresh,
-                box_weights=c.box_weights,
-                generator=generator,
+            _sample_rois(  # the unchecked core: proposals are ours, targets checked above
+                proposals, boxes, target["labels"], c.roi_batch_size_per_image,
+                c.roi_positive_fraction, c.roi_fg_iou_thresh, tuple(c.box_weights), True,
+                generator,
             )
             for proposals, boxes, target in zip(rpn.proposals, gt_boxes, targets, strict=True)
         ]

@@ -159,6 +159,24 @@ def sample_rois(
     positive_fraction = check_probability(positive_fraction, "positive_fraction")
     fg_iou_thresh = check_number(fg_iou_thresh, "fg_iou_thresh", low=0.0, high=1.0, low_open=True)
     box_weights = _check_weights(box_weights, "box_weights")
+    return _sample_rois(
+        proposals, gt_boxes, gt_labels, batch_size_per_image, positive_fraction, fg_iou_thresh,
+        box_weights, add_gt_boxes, generator,
+    )
+
+
+def _sample_rois(
+    proposals: Tensor,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    batch_size_per_image: int,
+    positive_fraction: float,
+    fg_iou_thresh: float,
+    box_weights: tuple[float, float, float, float],
+    add_gt_boxes: bool,
+    generator: torch.Generator | None,
+) -> RoISample:
+    """:func:`sample_rois` without the checks, for a detector that validated its inputs."""
     with torch.no_grad():
         gt_boxes = gt_boxes.to(proposals.dtype)
         if add_gt_boxes:

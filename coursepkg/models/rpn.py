@@ -413,6 +413,22 @@ def assign_rpn_targets(
         )
     batch_size_per_image = check_int(batch_size_per_image, "batch_size_per_image", low=0)
     positive_fraction = check_probability(positive_fraction, "positive_fraction")
+    return _assign_rpn_targets(
+        anchors, gt_boxes, fg_iou_thresh, bg_iou_thresh, batch_size_per_image, positive_fraction,
+        generator,
+    )
+
+
+def _assign_rpn_targets(
+    anchors: Tensor,
+    gt_boxes: Tensor,
+    fg_iou_thresh: float,
+    bg_iou_thresh: float,
+    batch_size_per_image: int,
+    positive_fraction: float,
+    generator: torch.Generator | None,
+) -> RPNTargets:
+    """:func:`assign_rpn_targets` without the checks, for a detector that validated its inputs."""
     with torch.no_grad():
         gt_boxes = gt_boxes.to(anchors.dtype)
         match = _match_anchors(box_iou(gt_boxes, anchors), fg_iou_thresh, bg_iou_thresh, True)
