@@ -421,3 +421,25 @@ def show_source(fn: object) -> object:
     from IPython.display import Code  # only where a notebook asks for it
 
     return Code(inspect.getsource(fn), language="python")
+
+
+def glue(name: str, value: object) -> object:
+    """Hand a computed number to the page's prose, where ``{glue:text}`name:.2f``` shows it.
+
+    On the website, Jupyter Book replaces the role with the value this cell computed, so a
+    number in the text is always the one the page's own run produced. Elsewhere (Colab, plain
+    Jupyter) there is no book build to read it, and this only returns the value.
+
+    Args:
+        name: the key the prose refers to.
+        value: a number or string.
+
+    Returns:
+        ``value``, unchanged.
+    """
+    try:
+        from myst_nb import glue as myst_glue  # installed with the book's extra
+    except ImportError:
+        return value
+    myst_glue(name, value, display=False)
+    return value
