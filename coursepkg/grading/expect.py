@@ -208,7 +208,13 @@ def _library_dirs() -> tuple[str, ...]:
 
 
 def _where(error: BaseException) -> str:
-    """The deepest line of the student's own code in the traceback, e.g. ``line 7: x = ...``."""
+    """The deepest line of the student's own code in the traceback, e.g. ``line 7: x = ...``.
+
+    An exception the student's function raised in the notebook's kernel arrives here rebuilt,
+    with that line already found there (``grader_where``).
+    """
+    if hasattr(error, "grader_where"):
+        return str(error.grader_where)
     libraries = _library_dirs()
     tb, found = error.__traceback__, None
     while tb is not None:

@@ -23,7 +23,10 @@ import asyncio
 import copy
 import json
 import os
+import secrets
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,7 +39,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbclient.util import ensure_async
 
-from coursepkg.grading.harness import GRADING_ENV, HARNESS_CELL
+import coursepkg
+from coursepkg.grading.harness import GRADING_ENV, harness_cell
 from coursepkg.grading.questions import Question, exercise_for, exercise_questions
 from coursepkg.grading.results import DEFAULT_TIME_LIMIT, KILL_GRACE, OUTPUT_LIMIT, QuestionResult
 
@@ -249,30 +253,83 @@ def _execute_and_grade(
     cell_timeout: float,
     output_limit: int,
 ) -> None:
-    fd, results_path = tempfile.mkstemp(prefix="coursepkg-grade-", suffix=".json")
-    os.close(fd)
-    harness = HARNESS_CELL.format(
-        result_path=results_path,
-        names=[q.name for q in questions],
-        time_limit=float(time_limit),
-        output_limit=int(output_limit),
-    )
+    names = [q.name for q in questions]
     grading_timeout = len(questions) * (time_limit + KILL_GRACE + 10) + 60
-    try:
-        executed, skipped, seconds = _run(nb, cwd, harness, cell_timeout, grading_timeout)
-        result.execution_seconds, result.grading_seconds = seconds
-        result.cell_errors = _cell_errors(executed, skipped, len(nb.cells))
-        text = Path(results_path).read_text()
-    finally:
-        os.unlink(results_path)
-    if not text:
-        harness_error = _cell_errors(executed, {}, len(executed.cells))[-1:] or ["no results"]
-        raise GraderError(f"the tests did not run in the notebook's kernel ({harness_error[0]})")
-    by_name = {r["question"]: r for r in json.loads(text)}
+    with tempfile.TemporaryDirectory(prefix="coursepkg-grade-") as private:
+        os.chmod(private, 0o700)
+        address = os.path.join(private, "judge.sock")
+        token, nonce = secrets.token_hex(16), secrets.token_hex(16)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(address)
+            listener.listen(len(names) + 4)
+            judge = _start_judge(listener, private)
+            try:
+                job = {
+                    "nonce": nonce,
+                    "listener_fd": listener.fileno(),
+                    "token": token,
+                    "names": names,
+                    "time_limit": float(time_limit),
+                    "output_limit": int(output_limit),
+                }
+                judge.stdin.write((json.dumps(job) + "\n").encode())
+                judge.stdin.flush()
+                harness = harness_cell(address, token, names, output_limit)
+                executed, skipped, seconds = _run(nb, cwd, harness, cell_timeout, grading_timeout)
+                # Closing the judge's stdin tells it the kernel has served what it will serve.
+                out, err = judge.communicate(timeout=grading_timeout)
+            finally:
+                if judge.poll() is None:
+                    judge.kill()
+                    judge.wait()
+    result.execution_seconds, result.grading_seconds = seconds
+    result.cell_errors = _cell_errors(executed, skipped, len(nb.cells))
+    found = _judge_results(out, nonce)
+    if found is None:
+        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise GraderError(f"the grader's test process failed ({tail[0][:300]})")
+    by_name = {r["question"]: r for r in found}
     for q in questions:
         got = QuestionResult.from_dict(by_name[q.name])
-        got.max_points = q.points  # the bank says what a question is worth, not the kernel
+        got.max_points = q.points  # the bank says what a question is worth
         result.questions.append(got)
+
+
+def _start_judge(listener: socket.socket, cwd: str) -> subprocess.Popen:
+    """The grader's test process (:mod:`coursepkg.grading.judge`), loaded from this package.
+
+    It imports ``coursepkg`` from the folder this very module was loaded from (first on its
+    ``sys.path``), runs in an empty private folder, and inherits only the listening socket.
+    """
+    root = str(Path(coursepkg.__file__).resolve().parent.parent)
+    boot = (
+        f"import sys; sys.path.insert(0, {root!r}); "
+        "from coursepkg.grading.judge import main; main()"
+    )
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []  # no working directory on sys.path
+    env = dict(os.environ)
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    return subprocess.Popen(
+        [sys.executable, *safe_path, "-c", boot],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=(listener.fileno(),),
+    )
+
+
+def _judge_results(out: bytes, nonce: str) -> list[dict[str, Any]] | None:
+    """The results the judge wrote on its stdout (the last line that starts with the nonce)."""
+    for line in reversed(out.decode(errors="replace").splitlines()):
+        if line.startswith(nonce):
+            try:
+                found = json.loads(line[len(nonce) :])
+            except ValueError:
+                return None
+            return found if isinstance(found, list) else None
+    return None
 
 
 def _run(
