@@ -20,6 +20,7 @@ Chapter: book/exercises
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -157,9 +158,47 @@ def _kernel_env() -> dict[str, str]:
     return env
 
 
+class NotebookFileError(ValueError):
+    """A file that cannot be read as a notebook; the message names the file."""
+
+
 def read_notebook(path: str | Path) -> nbformat.NotebookNode:
-    """An ``.ipynb`` file, or a MyST/jupytext ``.md`` file, as a notebook."""
-    return jupytext.read(str(path))
+    """An ``.ipynb`` file, or a MyST/jupytext ``.md`` file, as a notebook.
+
+    Raises:
+        NotebookFileError: if the file is not valid JSON (``.ipynb``), has no ``cells`` list and
+            ``nbformat`` version, or cannot be read for another reason; the message names it.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".ipynb":
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+                raise NotebookFileError(f"{path.name} is not valid JSON ({error})") from None
+            if not (
+                isinstance(data, dict)
+                and isinstance(data.get("cells"), list)
+                and isinstance(data.get("nbformat"), int)
+            ):
+                raise NotebookFileError(
+                    f"{path.name} is not a Jupyter notebook: expected a JSON object with a "
+                    f"'cells' list and an 'nbformat' version, got {_json_outline(data)}"
+                )
+        return jupytext.read(str(path))
+    except NotebookFileError:
+        raise
+    except Exception as error:
+        raise NotebookFileError(
+            f"{path.name} cannot be read as a notebook: {type(error).__name__}: {error}"
+        ) from None
+
+
+def _json_outline(data: Any) -> str:
+    if isinstance(data, dict):
+        keys = ", ".join(repr(k) for k in list(data)[:5])
+        return f"an object with keys {keys}" if data else "an empty object {}"
+    return f"a JSON {type(data).__name__}"
 
 
 def find_notebooks(path: str | Path) -> list[Path]:
@@ -209,8 +248,8 @@ def grade_notebook(
     result = NotebookResult(str(path), exercise)
     try:
         nb = read_notebook(path)
-    except Exception as error:
-        result.error = f"cannot read the notebook: {type(error).__name__}: {error}"
+    except NotebookFileError as error:
+        result.error = f"cannot read the notebook: {error}"
         return result
     if result.exercise is None:
         source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
@@ -364,23 +403,26 @@ def _run(
                 client.timeout = int(grading_timeout)
                 cell = nbformat.v4.new_code_cell(harness)
                 client.nb.cells.append(cell)
-                client.execute_cell(cell, len(client.nb.cells) - 1)
+                # The scores come from the judge, not from this cell: if the notebook broke its
+                # kernel so that the cell cannot finish or reply, the questions it did not serve
+                # are reported as such.
+                with contextlib.suppress(Exception):
+                    client.execute_cell(cell, len(client.nb.cells) - 1)
                 graded_at = time.perf_counter()
             return (
                 client.nb,
                 skipped,
                 (round(executed_at - start, 2), round(graded_at - executed_at, 2)),
             )
-        except (_KernelStuck, DeadKernelError) as error:
-            if current is None:
-                raise GraderError(
-                    f"the kernel stopped responding while the tests ran ({error!r})"
-                ) from None
-            why = (
-                "ignored the interrupt after its time limit"
-                if isinstance(error, _KernelStuck)
-                else "killed the kernel"
-            )
+        except Exception as error:
+            if current is None:  # starting the kernel failed
+                raise GraderError(f"the kernel could not run the notebook ({error!r})") from None
+            if isinstance(error, _KernelStuck):
+                why = "ignored the interrupt after its time limit"
+            elif isinstance(error, DeadKernelError):
+                why = "killed the kernel"
+            else:  # e.g. a cell that patched json.dumps garbles the kernel's messages
+                why = f"broke the kernel's messages ({type(error).__name__})"
             skipped[current] = why
     raise GraderError(f"gave up after {_MAX_RUNS} runs: too many cells hang or kill the kernel")
 

@@ -313,7 +313,7 @@ def _summarise(
     if timer.crashed:
         result.status = "crashed"
         result.message = "the process running your function died before the tests finished"
-        result.details = result.message + ": does it call os._exit or sys.exit, or crash Python?"
+        result.details = result.message + ": does it call os._exit, or crash Python?"
     elif timer.fired:
         stuck = next((o.test for o in failures if isinstance(o.error, QuestionTimeout)), "")
         result.status = "timeout"
