@@ -256,8 +256,24 @@ def _serve_question(
                 message = "(unprintable message)"
             reply: tuple = ("raised", mro, message, _where(error, libraries), *capture.state())
         else:
-            reply = ("returned", encode(got), [encode(a) for a in args], *capture.state())
+            aliases = _aliases(got, args)
+            reply = ("returned", encode(got), [encode(a) for a in args], aliases, *capture.state())
         send(sock, reply)
+
+
+def _aliases(got: Any, args: list[Any]) -> list[int]:
+    """The positions of the tensor arguments whose memory the returned tensor shares."""
+    if not isinstance(got, torch.Tensor) or not got.numel():
+        return []
+    try:
+        ptr = got.untyped_storage().data_ptr()
+        return [
+            i
+            for i, a in enumerate(args)
+            if isinstance(a, torch.Tensor) and a.numel() and a.untyped_storage().data_ptr() == ptr
+        ]
+    except Exception:
+        return []
 
 
 def _describe(function: Any) -> tuple[str, str, str]:
