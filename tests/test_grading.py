@@ -8,7 +8,10 @@
 * Two notebooks seeded with misbehaving code (a function that loops, one that swallows the
   timeout, one that kills its process, a missing import, megabytes of output, a cell that raises,
   cells that loop, one that ignores interrupts, code that tampers with the grader) lose only the
-  affected questions, and the grader exits 0.
+  affected questions, and the grader exits 0. Stub notebooks that patch ``json``, ``open``,
+  ``pathlib`` and pytest, exit, print fake results, answer with a malicious pickle and sit next
+  to a fake ``coursepkg`` package still score 0.
+* The command line refuses bad options before grading and names unreadable notebooks.
 * Exercise and solution notebooks are identical except for the answer cells; ``check``'s report
   on a pass and on a failure.
 """

@@ -162,9 +162,6 @@ def grade_connection(
         kind, type_name, module = (str(v) for v in hello[2])
     except Exception:
         kind, type_name, module = "missing", "NoneType", ""
-    early = precheck(question, kind, type_name, module)
-    if early is not None:
-        return early
     timer = _Timer()
     remote = _Remote(
         conn,
@@ -173,6 +170,10 @@ def grade_connection(
         timer,
         output_limit,
     )
+    early = precheck(question, kind, type_name, module)
+    if early is not None:
+        remote.stop()  # the kernel waits for this child before it serves the next question
+        return early
     collector = run_tests(question, remote, timer, _CappedText(0))
     remote.stop()
     seconds = time.perf_counter() - start
@@ -233,7 +234,12 @@ def judge(
             conn.close()
             continue
         name = hello[1]
-        results[name] = grade_connection(remaining.pop(name), conn, hello, time_limit, output_limit)
+        try:
+            results[name] = grade_connection(
+                remaining.pop(name), conn, hello, time_limit, output_limit
+            )
+        finally:
+            conn.close()
     for name, question in remaining.items():
         results[name] = not_served(question)
     return [results[name].to_dict() for name in names]

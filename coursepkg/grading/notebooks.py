@@ -7,12 +7,13 @@ For each notebook (``.ipynb``, or MyST ``.md`` read with jupytext):
    raise do not stop the run; ``check`` calls do nothing (the kernel has ``COURSEPKG_GRADING``
    set); each cell's output is capped. A cell that runs past ``cell_timeout`` is interrupted; if
    it ignores the interrupt or kills the kernel, the notebook is run again without that cell;
-3. in the same kernel, run the tests of each question on the function of that name, each in a
-   forked child with a time limit (:mod:`coursepkg.grading.harness`), the results going to a
-   file the grader chose.
+3. start the grader's own test process (:mod:`coursepkg.grading.judge`), loaded from this
+   package, and append a harness cell (:mod:`coursepkg.grading.harness`) that makes the kernel
+   serve calls to each question's function from a forked child. The tests, the counting and the
+   time limits are the judge's; the kernel only returns values.
 
 So a function that raises, loops, prints megabytes or imports something missing costs only its
-own question, and nothing the notebook defines can change the tests or the reported results.
+own question, and nothing the notebook does in its kernel can change the tests or the counting.
 
 Chapter: book/exercises
 """
