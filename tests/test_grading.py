@@ -106,6 +106,7 @@ def runs(tmp_path_factory):
     _write_fake_package(tampering, marker=tmp / "pwned")
     jupytext.write(_tampering_nms(marker=tmp / "pwned"), tampering / "03_nms_tampering.ipynb")
     jupytext.write(_tampering_windows(), tampering / "01_sliding_windows_tampering.ipynb")
+    jupytext.write(_patched_json_only(), tampering / "03_nms_patched_json.ipynb")
     commands = {
         "repository": ("solutions", "exercises"),
         "misbehaving": (str(tmp), str(tampering), "--timeout", "10", "--cell-timeout", "10"),
@@ -456,22 +457,34 @@ import builtins, io, json, pathlib, sys
 
 FAKE = {_FAKE_RESULTS}
 TEXT = json.JSONEncoder().encode(FAKE)
-json.dumps = lambda *args, **kwargs: TEXT
-json.dump = lambda obj, f, *args, **kwargs: f.write(TEXT)
-_real_open = builtins.open
+_real_dumps, _real_open, _real_read_text = json.dumps, builtins.open, pathlib.Path.read_text
+
+
+def _dumps(obj, *args, **kwargs):  # only the grader's results: the kernel keeps working
+    if isinstance(obj, list) and obj and isinstance(obj[0], dict) and "question" in obj[0]:
+        return TEXT
+    if isinstance(obj, dict) and "question" in obj and "status" in obj:
+        obj = {{**obj, "status": "passed", "tests_passed": 10, "tests_total": 10}}
+    return _real_dumps(obj, *args, **kwargs)
+
+
+json.dumps = _dumps
+json.dump = lambda obj, f, *args, **kwargs: f.write(_dumps(obj, *args, **kwargs))
 
 
 def _open(file, mode="r", *args, **kwargs):
-    if any(c in mode for c in "wa") and str(file).endswith(".json"):
-        return io.StringIO()  # results written by the grader would vanish...
     if "r" in mode and str(file).endswith(".json"):
-        return io.StringIO(TEXT)  # ... and reading gives full marks
+        return io.StringIO(TEXT)  # reading any results gives full marks
     return _real_open(file, mode, *args, **kwargs)
 
 
 builtins.open = _open
-pathlib.Path.write_text = lambda self, *args, **kwargs: _real_open(self, "w").write(TEXT)
-pathlib.Path.read_text = lambda self, *args, **kwargs: TEXT
+pathlib.Path.write_text = lambda self, text, *args, **kwargs: _real_open(self, "w").write(
+    TEXT if str(self).endswith(".json") and text.startswith("[") else text
+)
+pathlib.Path.read_text = lambda self, *args, **kwargs: (
+    TEXT if str(self).endswith(".json") else _real_read_text(self, *args, **kwargs)
+)
 import _pytest.reports
 
 _pytest.reports.BaseReport.passed = property(lambda self: True)
@@ -489,7 +502,7 @@ def _tampering_nms(marker: Path):
     """03_nms's untouched stubs, with a kernel patched every way that used to fool the grader,
     next to a fake coursepkg; ``batched_nms`` answers with a pickle that runs a command."""
     nb = _read("exercises", "03_nms")
-    _insert(nb, "nms", _TAMPER_CELL)  # garbles the kernel's messages: skipped in a rerun
+    _insert(nb, "nms", _TAMPER_CELL)
     _edit(
         nb,
         "nms",
@@ -509,6 +522,14 @@ def _tampering_nms(marker: Path):
         "    torch.save = lambda obj, f, *args, **kwargs: pickle.dump(('returned', Evil(), [], '', 0), f)\n"
         "    raise NotImplementedError",
     )
+    return nb
+
+
+def _patched_json_only():
+    """03_nms's stubs after a cell that only swaps the grader's results in ``json.dumps`` (this
+    alone earned full marks when the kernel wrote the results)."""
+    nb = _read("exercises", "03_nms")
+    _insert(nb, "nms", _TAMPER_CELL.split("builtins.open = _open")[0])
     return nb
 
 
@@ -552,8 +573,11 @@ def test_tampering_stubs_earn_nothing(runs, tmp_path_factory):
         == notebooks["01_sliding_windows_tampering"]["score"]
         == 0
     )
+    patched = notebooks["03_nms_patched_json"]
+    assert not patched["cell_errors"] and patched["score"] == 0
+    assert [q["status"] for q in patched["questions"]] == ["not implemented"] * 2
     errors = "\n".join(notebooks["03_nms_tampering"]["cell_errors"])
-    assert "killed the kernel" in errors and "broke the kernel's messages" in errors
+    assert "killed the kernel" in errors
     positions = next(
         q
         for q in notebooks["01_sliding_windows_tampering"]["questions"]
