@@ -8,7 +8,10 @@
 * Two notebooks seeded with misbehaving code (a function that loops, one that swallows the
   timeout, one that kills its process, a missing import, megabytes of output, a cell that raises,
   cells that loop, one that ignores interrupts, code that tampers with the grader) lose only the
-  affected questions, and the grader exits 0.
+  affected questions, and the grader exits 0. Stub notebooks that patch ``json``, ``open``,
+  ``pathlib`` and pytest, exit, print fake results, answer with a malicious pickle and sit next
+  to a fake ``coursepkg`` package still score 0.
+* The command line refuses bad options before grading and names unreadable notebooks.
 * Exercise and solution notebooks are identical except for the answer cells; ``check``'s report
   on a pass and on a failure.
 """
@@ -99,9 +102,14 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grades")
     jupytext.write(_misbehaving_evaluation(), tmp / "04_evaluation_misbehaving.ipynb")
     jupytext.write(_misbehaving_boxes(), tmp / "02_boxes_iou_misbehaving.ipynb")
+    tampering = tmp / "tampering"
+    _write_fake_package(tampering, marker=tmp / "pwned")
+    jupytext.write(_tampering_nms(marker=tmp / "pwned"), tampering / "03_nms_tampering.ipynb")
+    jupytext.write(_tampering_windows(), tampering / "01_sliding_windows_tampering.ipynb")
+    jupytext.write(_patched_json_only(), tampering / "03_nms_patched_json.ipynb")
     commands = {
         "repository": ("solutions", "exercises"),
-        "misbehaving": (str(tmp), "--timeout", "10", "--cell-timeout", "10"),
+        "misbehaving": (str(tmp), str(tampering), "--timeout", "10", "--cell-timeout", "10"),
     }
     start = time.perf_counter()
     started = {
@@ -401,6 +409,186 @@ def test_crashes_and_stuck_code_cost_only_their_question(runs):
     )
 
 
+# --------------------------------------------------------------------------- tampering stubs
+
+_FAKE_RESULTS = (
+    "[{'question': q, 'max_points': 3, 'status': 'passed', 'tests_passed': 10, 'tests_total': 10,"
+    " 'points': 3, 'message': '', 'details': ''} for q in ('nms', 'batched_nms', 'window_positions',"
+    " 'window_boxes')]"
+)
+
+
+def _write_fake_package(folder: Path, marker: Path) -> None:
+    """A ``coursepkg`` package next to the notebooks, which the kernel imports first: its
+    ``check``, harness and judge all report full marks."""
+    fake_harness = (
+        "import json\n"
+        f"FAKE = {_FAKE_RESULTS}\n"
+        "GRADING_ENV = 'COURSEPKG_GRADING'\n"
+        "def grade_in_kernel(result_path, names, **kw):\n"
+        "    open(result_path, 'w').write(json.dumps(FAKE))\n"
+        "def harness_cell(*args, **kwargs):\n"
+        "    return 'print(' + repr(json.dumps(FAKE)) + ')'\n"
+        "def serve(*args, **kwargs):\n"
+        "    print(json.dumps(FAKE))\n"
+        "def main():\n"
+        "    print(json.dumps(FAKE))\n"
+    )
+    files = {
+        "__init__.py": "",
+        "engine/__init__.py": "",
+        "engine/runtime.py": "def describe():\n    return 'fake'\n",
+        "ops/__init__.py": "nms = None\n",
+        "ops/boxes.py": "box_iou = None\n",
+        "grading/__init__.py": "def check(*args, **kwargs):\n    print('✓ all tests passed')\n",
+        "grading/harness.py": fake_harness,
+        "grading/judge.py": fake_harness,
+        "grading/runner.py": fake_harness,
+        "grade.py": fake_harness,
+    }
+    for name, text in files.items():
+        path = folder / "coursepkg" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+_TAMPER_CELL = f"""\
+import builtins, io, json, pathlib, sys
+
+FAKE = {_FAKE_RESULTS}
+TEXT = json.JSONEncoder().encode(FAKE)
+_real_dumps, _real_open, _real_read_text = json.dumps, builtins.open, pathlib.Path.read_text
+
+
+def _dumps(obj, *args, **kwargs):  # only the grader's results: the kernel keeps working
+    if isinstance(obj, list) and obj and isinstance(obj[0], dict) and "question" in obj[0]:
+        return TEXT
+    if isinstance(obj, dict) and "question" in obj and "status" in obj:
+        obj = {{**obj, "status": "passed", "tests_passed": 10, "tests_total": 10}}
+    return _real_dumps(obj, *args, **kwargs)
+
+
+json.dumps = _dumps
+json.dump = lambda obj, f, *args, **kwargs: f.write(_dumps(obj, *args, **kwargs))
+
+
+def _open(file, mode="r", *args, **kwargs):
+    if "r" in mode and str(file).endswith(".json"):
+        return io.StringIO(TEXT)  # reading any results gives full marks
+    return _real_open(file, mode, *args, **kwargs)
+
+
+builtins.open = _open
+pathlib.Path.write_text = lambda self, text, *args, **kwargs: _real_open(self, "w").write(
+    TEXT if str(self).endswith(".json") and text.startswith("[") else text
+)
+pathlib.Path.read_text = lambda self, *args, **kwargs: (
+    TEXT if str(self).endswith(".json") else _real_read_text(self, *args, **kwargs)
+)
+import _pytest.reports
+
+_pytest.reports.BaseReport.passed = property(lambda self: True)
+_pytest.reports.BaseReport.failed = property(lambda self: False)
+print(TEXT)
+sys.stdout.write(TEXT + "\\n")
+"""
+
+
+def _indent(source: str) -> str:
+    return "".join("    " + line if line.strip() else line for line in source.splitlines(True))
+
+
+def _tampering_nms(marker: Path):
+    """03_nms's untouched stubs, with a kernel patched every way that used to fool the grader,
+    next to a fake coursepkg; ``batched_nms`` answers with a pickle that runs a command."""
+    nb = _read("exercises", "03_nms")
+    _insert(nb, "nms", _TAMPER_CELL)
+    _edit(
+        nb,
+        "nms",
+        "    raise NotImplementedError",
+        _indent(_TAMPER_CELL) + "    raise NotImplementedError",
+    )
+    _insert(nb, "nms", "import sys\nsys.exit(0)")
+    _insert(nb, "nms", "import os\nos._exit(0)  # kills the kernel: the cell is skipped in a rerun")
+    _edit(
+        nb,
+        "batched_nms",
+        "    raise NotImplementedError",
+        "    import os, pickle\n\n"
+        "    class Evil:\n"
+        "        def __reduce__(self):\n"
+        f"            return (os.system, ('touch {marker}',))\n\n"
+        "    torch.save = lambda obj, f, *args, **kwargs: pickle.dump(('returned', Evil(), [], '', 0), f)\n"
+        "    raise NotImplementedError",
+    )
+    return nb
+
+
+def _patched_json_only():
+    """03_nms's stubs after a cell that only swaps the grader's results in ``json.dumps`` (this
+    alone earned full marks when the kernel wrote the results)."""
+    nb = _read("exercises", "03_nms")
+    _insert(nb, "nms", _TAMPER_CELL.split("builtins.open = _open")[0])
+    return nb
+
+
+def _tampering_windows():
+    """01_sliding_windows's stubs made to print fake results and exit, or kill their process."""
+    nb = _read("exercises", "01_sliding_windows")
+    _edit(
+        nb,
+        "window_positions",
+        "    raise NotImplementedError",
+        _indent(_TAMPER_CELL) + "    sys.exit(0)\n    raise NotImplementedError",
+    )
+    _edit(
+        nb,
+        "window_boxes",
+        "    raise NotImplementedError",
+        "    import os\n    os._exit(0)\n    raise NotImplementedError",
+    )
+    return nb
+
+
+def test_tampering_stubs_earn_nothing(runs, tmp_path_factory):
+    """Patched json/open/pathlib/pytest, exits, fake printed results, a fake coursepkg package in
+    the notebook's folder and a malicious pickle: the stubs still score 0."""
+    status, output, report, seconds = runs["misbehaving"]
+    assert status == 0, output[-4000:]
+    notebooks = _notebooks(runs, "misbehaving")
+    got = {
+        q["question"]: (q["status"], q["points"])
+        for stem in ("03_nms_tampering", "01_sliding_windows_tampering")
+        for q in notebooks[stem]["questions"]
+    }
+    assert got == {
+        "nms": ("not implemented", 0),
+        "batched_nms": ("crashed", 0),
+        "window_positions": ("failed", 0),
+        "window_boxes": ("crashed", 0),
+    }
+    assert (
+        notebooks["03_nms_tampering"]["score"]
+        == notebooks["01_sliding_windows_tampering"]["score"]
+        == 0
+    )
+    patched = notebooks["03_nms_patched_json"]
+    assert not patched["cell_errors"] and patched["score"] == 0
+    assert [q["status"] for q in patched["questions"]] == ["not implemented"] * 2
+    errors = "\n".join(notebooks["03_nms_tampering"]["cell_errors"])
+    assert "killed the kernel" in errors
+    positions = next(
+        q
+        for q in notebooks["01_sliding_windows_tampering"]["questions"]
+        if q["question"] == "window_positions"
+    )
+    assert "SystemExit" in positions["message"]
+    assert not any(
+        Path(nb["path"]).parent.joinpath("..", "pwned").exists() for nb in report["notebooks"]
+    )
+
+
 def test_grader_command_line_errors(tmp_path):
     with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(io.StringIO()):
         main([str(tmp_path / "nothing-here.ipynb")])
@@ -507,7 +695,8 @@ def test_check_never_raises():
     assert "what your function printed" in out and len(out) < 20_000
 
     assert "coursepkg's own" in _check_output(
-        "window_positions", __import__("coursepkg.ops.sliding_windows").ops.sliding_windows.window_positions
+        "window_positions",
+        __import__("coursepkg.ops.sliding_windows").ops.sliding_windows.window_positions,
     )
 
 
@@ -558,3 +747,43 @@ def test_question_bank_is_consistent():
                 ROOT / folder / f"{exercise}.ipynb"
             ).is_file()
     assert os.path.basename(get_question("iou").tests) == "test_iou.py"
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--timeout", "nan"], "--timeout"),
+        (["--timeout", "inf"], "--timeout"),
+        (["--timeout", "0"], "--timeout"),
+        (["--cell-timeout=-inf"], "--cell-timeout"),
+        (["--cell-timeout", "nan"], "--cell-timeout"),
+        (["--json", "/no/such/folder/grades.json"], "--json"),
+        (["--json", "."], "--json"),
+    ],
+)
+def test_bad_options_are_refused_before_grading(tmp_path, args, option):
+    notebook = tmp_path / "02_boxes_iou.ipynb"
+    notebook.write_text("{}")
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(err):
+        main([str(notebook), *args])
+    assert exit_info.value.code == 2 and option in err.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("not json {", "is not valid JSON"),
+        ("{}", "is not a Jupyter notebook"),
+        ("[1, 2]", "is not a Jupyter notebook"),
+        ('{"cells": 3, "nbformat": 4}', "is not a Jupyter notebook"),
+    ],
+)
+def test_unreadable_notebook_is_named_without_a_traceback(tmp_path, text, says):
+    notebook = tmp_path / "02_boxes_iou_broken.ipynb"
+    notebook.write_text(text)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main([str(notebook)]) == 1
+    assert f"NOT GRADED: cannot read the notebook: {notebook.name} {says}" in out.getvalue()
+    assert "Traceback" not in out.getvalue() + err.getvalue()

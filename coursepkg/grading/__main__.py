@@ -10,7 +10,10 @@ Chapter: book/exercises
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+from pathlib import Path
 
 from coursepkg.grading.notebooks import CELL_TIMEOUT, grade_paths
 from coursepkg.grading.report import format_table, write_json
@@ -51,8 +54,17 @@ def main(argv: list[str] | None = None) -> int:
         "--details", action="store_true", help="print each failure in full after the table"
     )
     args = parser.parse_args(argv)
-    if args.timeout <= 0 or args.cell_timeout <= 0:
-        parser.error("--timeout and --cell-timeout must be positive")
+    for option, value in (("--timeout", args.timeout), ("--cell-timeout", args.cell_timeout)):
+        if not (math.isfinite(value) and value > 0):
+            parser.error(f"{option} must be a positive finite number of seconds, got {value}")
+    if args.json:
+        folder = Path(args.json).resolve().parent
+        if Path(args.json).is_dir():
+            parser.error(f"--json {args.json}: that is a folder, give a file name")
+        if not folder.is_dir():
+            parser.error(f"--json {args.json}: no such folder: {folder}")
+        if not os.access(folder, os.W_OK):
+            parser.error(f"--json {args.json}: cannot write in the folder {folder}")
     try:
         results = grade_paths(
             args.paths,

@@ -139,12 +139,18 @@ def _labelled(label: str, text: str) -> str:
 # --------------------------------------------------------------------------- calling the student
 
 
-def call(student: Callable[..., Any], case: Case) -> Any:
+def call(student: Callable[..., Any], case: Case, *, new_tensor: bool = False) -> Any:
     """Call the student's function on copies of the case's arguments.
+
+    Args:
+        student: the function.
+        case: the input.
+        new_tensor: the result must be a new tensor: not an argument itself, nor a view of one.
 
     Raises:
         Failure: if the function raises (``NotImplementedError`` is reported as "not implemented
-            yet"), or if it changed one of its arguments in place.
+            yet"), if it changed one of its arguments in place, or (with ``new_tensor``) if its
+            result shares memory with an argument.
     """
     args = case.inputs()
     try:
@@ -169,7 +175,39 @@ def call(student: Callable[..., Any], case: Case) -> Any:
                 case=case,
                 hint="do not modify the inputs: compute into new tensors (e.g. x.clone()) instead",
             )
+    if new_tensor:
+        for index in aliased_arguments(got, args):
+            name = list(case.args)[index]
+            raise Failure(
+                f"your result shares memory with the argument `{name}` (it is `{name}` itself "
+                "or a view of it): return a new tensor",
+                case=case,
+                hint="a caller that changes the result would change its input too: return "
+                "x.clone() (or build the result with torch.stack / arithmetic) even when there "
+                "is nothing to convert",
+            )
     return got
+
+
+def aliased_arguments(got: Any, args: Sequence[Any]) -> list[int]:
+    """The positions of the tensor arguments whose memory the tensor ``got`` shares.
+
+    A result that came from the notebook's kernel (see :mod:`coursepkg.grading.judge`) carries
+    the answer, found there, in ``grader_aliases``.
+    """
+    if not isinstance(got, Tensor):
+        return []
+    if hasattr(got, "grader_aliases"):
+        return list(got.grader_aliases)
+    return [
+        i
+        for i, a in enumerate(args)
+        if isinstance(a, Tensor) and got.numel() and a.numel() and _shares_memory(got, a)
+    ]
+
+
+def _shares_memory(a: Tensor, b: Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def expect_raises(student: Callable[..., Any], case: Case, error: type[Exception]) -> None:
@@ -208,7 +246,13 @@ def _library_dirs() -> tuple[str, ...]:
 
 
 def _where(error: BaseException) -> str:
-    """The deepest line of the student's own code in the traceback, e.g. ``line 7: x = ...``."""
+    """The deepest line of the student's own code in the traceback, e.g. ``line 7: x = ...``.
+
+    An exception the student's function raised in the notebook's kernel arrives here rebuilt,
+    with that line already found there (``grader_where``).
+    """
+    if hasattr(error, "grader_where"):
+        return str(error.grader_where)
     libraries = _library_dirs()
     tb, found = error.__traceback__, None
     while tb is not None:
@@ -263,6 +307,7 @@ def expect_tensor(
     atol: float = 1e-5,
     rtol: float = 1e-4,
     check_dtype: bool = True,
+    exact_dtype: bool = False,
     diagnoses: Diagnoses = (),
     picture: Picture | None = None,
 ) -> None:
@@ -270,7 +315,8 @@ def expect_tensor(
 
     Floating-point results compare with ``atol``/``rtol`` (NaN never matches); integer and bool
     results must be equal. With ``check_dtype`` a floating result must also have exactly
-    ``expected``'s dtype (functions follow the dtype of their inputs).
+    ``expected``'s dtype (functions follow the dtype of their inputs); with ``exact_dtype`` any
+    result must (e.g. int64 indices, as torchvision's ``nms`` returns, not int32).
 
     Raises:
         Failure: describing the first difference.
@@ -301,6 +347,12 @@ def expect_tensor(
             f"wrong dtype: expected {_dtype(expected)}, got {_dtype(got)}",
             "the result must have the dtype of the input boxes: build it from them "
             "(arithmetic on the inputs, or x.new_zeros(...)) instead of a fresh float32 tensor",
+        )
+    if exact_dtype and got.dtype != expected.dtype:
+        raise fail(
+            f"wrong dtype: expected {_dtype(expected)}, got {_dtype(got)}",
+            f"return a {_dtype(expected)} tensor (torch.tensor(..., dtype=torch.{_dtype(expected)}) "
+            f"or .to(torch.{_dtype(expected)})), as the statement asks",
         )
     if not _tensors_match(got, expected, atol=atol, rtol=rtol):
         raise fail(_first_difference(got, expected, atol=atol, rtol=rtol))

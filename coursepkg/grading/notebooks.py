@@ -7,12 +7,13 @@ For each notebook (``.ipynb``, or MyST ``.md`` read with jupytext):
    raise do not stop the run; ``check`` calls do nothing (the kernel has ``COURSEPKG_GRADING``
    set); each cell's output is capped. A cell that runs past ``cell_timeout`` is interrupted; if
    it ignores the interrupt or kills the kernel, the notebook is run again without that cell;
-3. in the same kernel, run the tests of each question on the function of that name, each in a
-   forked child with a time limit (:mod:`coursepkg.grading.harness`), the results going to a
-   file the grader chose.
+3. start the grader's own test process (:mod:`coursepkg.grading.judge`), loaded from this
+   package, and append a harness cell (:mod:`coursepkg.grading.harness`) that makes the kernel
+   serve calls to each question's function from a forked child. The tests, the counting and the
+   time limits are the judge's; the kernel only returns values.
 
 So a function that raises, loops, prints megabytes or imports something missing costs only its
-own question, and nothing the notebook defines can change the tests or the reported results.
+own question, and nothing the notebook does in its kernel can change the tests or the counting.
 
 Chapter: book/exercises
 """
@@ -20,10 +21,14 @@ Chapter: book/exercises
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
+import secrets
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,7 +41,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbclient.util import ensure_async
 
-from coursepkg.grading.harness import GRADING_ENV, HARNESS_CELL
+import coursepkg
+from coursepkg.grading.harness import GRADING_ENV, harness_cell
 from coursepkg.grading.questions import Question, exercise_for, exercise_questions
 from coursepkg.grading.results import DEFAULT_TIME_LIMIT, KILL_GRACE, OUTPUT_LIMIT, QuestionResult
 
@@ -153,9 +159,47 @@ def _kernel_env() -> dict[str, str]:
     return env
 
 
+class NotebookFileError(ValueError):
+    """A file that cannot be read as a notebook; the message names the file."""
+
+
 def read_notebook(path: str | Path) -> nbformat.NotebookNode:
-    """An ``.ipynb`` file, or a MyST/jupytext ``.md`` file, as a notebook."""
-    return jupytext.read(str(path))
+    """An ``.ipynb`` file, or a MyST/jupytext ``.md`` file, as a notebook.
+
+    Raises:
+        NotebookFileError: if the file is not valid JSON (``.ipynb``), has no ``cells`` list and
+            ``nbformat`` version, or cannot be read for another reason; the message names it.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".ipynb":
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+                raise NotebookFileError(f"{path.name} is not valid JSON ({error})") from None
+            if not (
+                isinstance(data, dict)
+                and isinstance(data.get("cells"), list)
+                and isinstance(data.get("nbformat"), int)
+            ):
+                raise NotebookFileError(
+                    f"{path.name} is not a Jupyter notebook: expected a JSON object with a "
+                    f"'cells' list and an 'nbformat' version, got {_json_outline(data)}"
+                )
+        return jupytext.read(str(path))
+    except NotebookFileError:
+        raise
+    except Exception as error:
+        raise NotebookFileError(
+            f"{path.name} cannot be read as a notebook: {type(error).__name__}: {error}"
+        ) from None
+
+
+def _json_outline(data: Any) -> str:
+    if isinstance(data, dict):
+        keys = ", ".join(repr(k) for k in list(data)[:5])
+        return f"an object with keys {keys}" if data else "an empty object {}"
+    return f"a JSON {type(data).__name__}"
 
 
 def find_notebooks(path: str | Path) -> list[Path]:
@@ -205,8 +249,8 @@ def grade_notebook(
     result = NotebookResult(str(path), exercise)
     try:
         nb = read_notebook(path)
-    except Exception as error:
-        result.error = f"cannot read the notebook: {type(error).__name__}: {error}"
+    except NotebookFileError as error:
+        result.error = f"cannot read the notebook: {error}"
         return result
     if result.exercise is None:
         source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
@@ -249,30 +293,83 @@ def _execute_and_grade(
     cell_timeout: float,
     output_limit: int,
 ) -> None:
-    fd, results_path = tempfile.mkstemp(prefix="coursepkg-grade-", suffix=".json")
-    os.close(fd)
-    harness = HARNESS_CELL.format(
-        result_path=results_path,
-        names=[q.name for q in questions],
-        time_limit=float(time_limit),
-        output_limit=int(output_limit),
-    )
+    names = [q.name for q in questions]
     grading_timeout = len(questions) * (time_limit + KILL_GRACE + 10) + 60
-    try:
-        executed, skipped, seconds = _run(nb, cwd, harness, cell_timeout, grading_timeout)
-        result.execution_seconds, result.grading_seconds = seconds
-        result.cell_errors = _cell_errors(executed, skipped, len(nb.cells))
-        text = Path(results_path).read_text()
-    finally:
-        os.unlink(results_path)
-    if not text:
-        harness_error = _cell_errors(executed, {}, len(executed.cells))[-1:] or ["no results"]
-        raise GraderError(f"the tests did not run in the notebook's kernel ({harness_error[0]})")
-    by_name = {r["question"]: r for r in json.loads(text)}
+    with tempfile.TemporaryDirectory(prefix="coursepkg-grade-") as private:
+        os.chmod(private, 0o700)
+        address = os.path.join(private, "judge.sock")
+        token, nonce = secrets.token_hex(16), secrets.token_hex(16)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(address)
+            listener.listen(len(names) + 4)
+            judge = _start_judge(listener, private)
+            try:
+                job = {
+                    "nonce": nonce,
+                    "listener_fd": listener.fileno(),
+                    "token": token,
+                    "names": names,
+                    "time_limit": float(time_limit),
+                    "output_limit": int(output_limit),
+                }
+                judge.stdin.write((json.dumps(job) + "\n").encode())
+                judge.stdin.flush()
+                harness = harness_cell(address, token, names, output_limit)
+                executed, skipped, seconds = _run(nb, cwd, harness, cell_timeout, grading_timeout)
+                # Closing the judge's stdin tells it the kernel has served what it will serve.
+                out, err = judge.communicate(timeout=grading_timeout)
+            finally:
+                if judge.poll() is None:
+                    judge.kill()
+                    judge.wait()
+    result.execution_seconds, result.grading_seconds = seconds
+    result.cell_errors = _cell_errors(executed, skipped, len(nb.cells))
+    found = _judge_results(out, nonce)
+    if found is None:
+        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise GraderError(f"the grader's test process failed ({tail[0][:300]})")
+    by_name = {r["question"]: r for r in found}
     for q in questions:
         got = QuestionResult.from_dict(by_name[q.name])
-        got.max_points = q.points  # the bank says what a question is worth, not the kernel
+        got.max_points = q.points  # the bank says what a question is worth
         result.questions.append(got)
+
+
+def _start_judge(listener: socket.socket, cwd: str) -> subprocess.Popen:
+    """The grader's test process (:mod:`coursepkg.grading.judge`), loaded from this package.
+
+    It imports ``coursepkg`` from the folder this very module was loaded from (first on its
+    ``sys.path``), runs in an empty private folder, and inherits only the listening socket.
+    """
+    root = str(Path(coursepkg.__file__).resolve().parent.parent)
+    boot = (
+        f"import sys; sys.path.insert(0, {root!r}); "
+        "from coursepkg.grading.judge import main; main()"
+    )
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []  # no working directory on sys.path
+    env = dict(os.environ)
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    return subprocess.Popen(
+        [sys.executable, *safe_path, "-c", boot],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=(listener.fileno(),),
+    )
+
+
+def _judge_results(out: bytes, nonce: str) -> list[dict[str, Any]] | None:
+    """The results the judge wrote on its stdout (the last line that starts with the nonce)."""
+    for line in reversed(out.decode(errors="replace").splitlines()):
+        if line.startswith(nonce):
+            try:
+                found = json.loads(line[len(nonce) :])
+            except ValueError:
+                return None
+            return found if isinstance(found, list) else None
+    return None
 
 
 def _run(
@@ -307,23 +404,26 @@ def _run(
                 client.timeout = int(grading_timeout)
                 cell = nbformat.v4.new_code_cell(harness)
                 client.nb.cells.append(cell)
-                client.execute_cell(cell, len(client.nb.cells) - 1)
+                # The scores come from the judge, not from this cell: if the notebook broke its
+                # kernel so that the cell cannot finish or reply, the questions it did not serve
+                # are reported as such.
+                with contextlib.suppress(Exception):
+                    client.execute_cell(cell, len(client.nb.cells) - 1)
                 graded_at = time.perf_counter()
             return (
                 client.nb,
                 skipped,
                 (round(executed_at - start, 2), round(graded_at - executed_at, 2)),
             )
-        except (_KernelStuck, DeadKernelError) as error:
-            if current is None:
-                raise GraderError(
-                    f"the kernel stopped responding while the tests ran ({error!r})"
-                ) from None
-            why = (
-                "ignored the interrupt after its time limit"
-                if isinstance(error, _KernelStuck)
-                else "killed the kernel"
-            )
+        except Exception as error:
+            if current is None:  # starting the kernel failed
+                raise GraderError(f"the kernel could not run the notebook ({error!r})") from None
+            if isinstance(error, _KernelStuck):
+                why = "ignored the interrupt after its time limit"
+            elif isinstance(error, DeadKernelError):
+                why = "killed the kernel"
+            else:  # e.g. a cell that patched json.dumps garbles the kernel's messages
+                why = f"broke the kernel's messages ({type(error).__name__})"
             skipped[current] = why
     raise GraderError(f"gave up after {_MAX_RUNS} runs: too many cells hang or kill the kernel")
 

@@ -1,9 +1,10 @@
 """Run one question's tests against one function, with a time limit and a cap on printed output.
 
-:func:`run_question` runs the question's pytest module in this process, handing the function to
-the tests through the ``student`` fixture; ``check`` uses it. :func:`run_question_isolated` runs
-the same in a forked child process that is killed when it overruns, so a function that loops
-forever (even one that swallows the timeout) costs only its own question; the grader uses it.
+:func:`run_tests` runs the question's pytest module in this process, handing the function to
+the tests through the ``student`` fixture. :func:`run_question` does that with the student's
+function itself, with a ``SIGALRM`` time limit; ``check`` uses it in the notebook. The notebook
+grader hands the tests a proxy instead, which calls the function in the student's kernel (see
+:mod:`coursepkg.grading.judge`).
 
 Points are all or nothing: a question earns its points when every one of its tests passes.
 
@@ -13,13 +14,9 @@ Chapter: book/exercises
 from __future__ import annotations
 
 import contextlib
-import gc
 import io
-import json
 import os
 import signal
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +28,7 @@ import pytest
 
 from coursepkg.grading.expect import DIAGNOSE, Failure
 from coursepkg.grading.questions import Question
-from coursepkg.grading.results import DEFAULT_TIME_LIMIT, KILL_GRACE, OUTPUT_LIMIT, QuestionResult
+from coursepkg.grading.results import DEFAULT_TIME_LIMIT, OUTPUT_LIMIT, QuestionResult
 
 _PYTEST_INI = Path(__file__).with_name("pytest.ini")
 
@@ -41,6 +38,10 @@ class QuestionTimeout(BaseException):
 
     A ``BaseException``, so ``except Exception`` in the student's code does not swallow it.
     """
+
+
+class StudentCrashed(BaseException):
+    """Raised in the grader's tests when the process running the student's function died."""
 
 
 @dataclass
@@ -84,8 +85,8 @@ class _Collector:
             self.outcomes.append(_TestOutcome(report.nodeid.split("::")[-1], report.passed, error))
             if report.failed:
                 DIAGNOSE.set(False)  # only the first failure is shown in full
-        if self.timer.fired:
-            self._session.shouldstop = "time limit"  # no further tests after a timeout
+        if self.timer.fired or self.timer.crashed:
+            self._session.shouldstop = "time limit or crash"  # no further tests after a timeout
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo) -> None:
         self.interrupted = True
@@ -102,8 +103,9 @@ class _Collector:
 
 @dataclass
 class _Timer:
-    fired: bool = False
+    fired: bool = False  # the time limit is up
     armed: bool = False
+    crashed: bool = False  # the student's process died
 
 
 @contextlib.contextmanager
@@ -172,8 +174,47 @@ def _pytest_environment() -> Iterator[None]:
             os.environ[key] = before
 
 
-def _from_package(function: Callable[..., Any]) -> bool:
-    return (getattr(function, "__module__", None) or "").split(".")[0] == "coursepkg"
+def _from_package(module: str) -> bool:
+    return module.split(".")[0] == "coursepkg"
+
+
+def precheck(question: Question, kind: str, type_name: str, module: str) -> QuestionResult | None:
+    """The result of a question whose function cannot be tested, else None.
+
+    Args:
+        question: the question.
+        kind: ``"missing"``, ``"not callable"`` or ``"callable"``.
+        type_name: the type of the notebook's object of that name.
+        module: its ``__module__``.
+    """
+    name = question.name
+    if kind == "missing":
+        return QuestionResult(
+            name,
+            question.points,
+            "missing",
+            message=f"no function named {name}",
+            details=f"no function named {name}: define it with that name and run its cell",
+        )
+    if kind != "callable":
+        return QuestionResult(
+            name,
+            question.points,
+            "missing",
+            message=f"{name} is a {type_name}, not a function",
+            details=f"{name} is a {type_name}, not a function: did a later "
+            "cell assign something else to that name?",
+        )
+    if _from_package(module):
+        return QuestionResult(
+            name,
+            question.points,
+            "failed",
+            message=f"{name} is coursepkg's own {name}, not your code",
+            details=f"{name} is coursepkg's own {name}: write the function "
+            "yourself (the package's version is what your answer is compared with)",
+        )
+    return None
 
 
 def run_question(
@@ -185,6 +226,9 @@ def run_question(
 ) -> QuestionResult:
     """Run ``question``'s tests on ``function`` in this process. Never raises.
 
+    This is what ``check`` does in a notebook: feedback, in the student's own process. The
+    notebook grader does not use it on notebook code (see :mod:`coursepkg.grading.judge`).
+
     Args:
         question: the question.
         function: the student's function (None if the notebook does not define it).
@@ -195,35 +239,30 @@ def run_question(
         The question's result.
     """
     start = time.perf_counter()
-    if function is None:
-        return QuestionResult(
-            question.name,
-            question.points,
-            "missing",
-            message=f"no function named {question.name}",
-            details=f"no function named {question.name}: define it with that name and run its cell",
-        )
-    if not callable(function):
-        return QuestionResult(
-            question.name,
-            question.points,
-            "missing",
-            message=f"{question.name} is a {type(function).__name__}, not a function",
-            details=f"{question.name} is a {type(function).__name__}, not a function: did a later "
-            "cell assign something else to that name?",
-        )
-    if _from_package(function):
-        return QuestionResult(
-            question.name,
-            question.points,
-            "failed",
-            message=f"{question.name} is coursepkg's own {function.__name__}, not your code",
-            details=f"{question.name} is coursepkg's own {function.__name__}: write the function "
-            "yourself (the package's version is what your answer is compared with)",
-        )
+    kind = "missing" if function is None else "callable" if callable(function) else "not callable"
+    early = precheck(
+        question, kind, type(function).__name__, getattr(function, "__module__", None) or ""
+    )
+    if early is not None:
+        return early
     timer = _Timer()
-    collector = _Collector(function, timer)
     output = _CappedText(output_limit)
+    with _time_limit(time_limit, timer):
+        collector = run_tests(question, function, timer, output)
+    return _summarise(
+        question, collector, timer, output.getvalue(), time.perf_counter() - start, time_limit
+    )
+
+
+def run_tests(
+    question: Question, student: Callable[..., Any], timer: _Timer, output: io.TextIOBase
+) -> _Collector:
+    """Run the question's pytest module with ``student`` as the ``student`` fixture.
+
+    Never raises: a :class:`QuestionTimeout` or :class:`StudentCrashed` ends the session, an
+    error of the grader is recorded in the collector's ``errors``.
+    """
+    collector = _Collector(student, timer)
     args = [
         str(question.tests),
         "-c", str(_PYTEST_INI),
@@ -238,20 +277,17 @@ def run_question(
             contextlib.redirect_stdout(output),
             contextlib.redirect_stderr(output),
         ):
-            with _time_limit(time_limit, timer):
-                try:
-                    pytest.main(args, plugins=[collector])
-                except QuestionTimeout:
-                    pass
-    except QuestionTimeout:
+            try:
+                pytest.main(args, plugins=[collector])
+            except (QuestionTimeout, StudentCrashed):
+                pass
+    except (QuestionTimeout, StudentCrashed):
         pass
     except Exception as error:  # a bug of the grader, reported as such
         collector.errors.append(f"{type(error).__name__}: {error}")
     finally:
         DIAGNOSE.reset(diagnose)
-    return _summarise(
-        question, collector, timer, output.getvalue(), time.perf_counter() - start, time_limit
-    )
+    return collector
 
 
 def _summarise(
@@ -274,7 +310,11 @@ def _summarise(
         seconds=round(seconds, 3),
     )
     failures = [o for o in outcomes if not o.passed]
-    if timer.fired:
+    if timer.crashed:
+        result.status = "crashed"
+        result.message = "the process running your function died before the tests finished"
+        result.details = result.message + ": does it call os._exit, or crash Python?"
+    elif timer.fired:
         stuck = next((o.test for o in failures if isinstance(o.error, QuestionTimeout)), "")
         result.status = "timeout"
         result.message = f"time limit of {time_limit:g} s exceeded" + (
@@ -310,113 +350,3 @@ def _summarise(
             result.status = "not implemented"
             result.message = "not implemented yet (the function still raises NotImplementedError)"
     return result
-
-
-# --------------------------------------------------------------------------- isolated runs
-
-
-def run_question_isolated(
-    question: Question,
-    function: Callable[..., Any] | None,
-    *,
-    time_limit: float = DEFAULT_TIME_LIMIT,
-    output_limit: int = OUTPUT_LIMIT,
-) -> QuestionResult:
-    """Like :func:`run_question`, but in a forked child that is killed if it overruns.
-
-    The child inherits the function (and everything it refers to) from this process, runs the
-    tests with the same soft time limit, writes its result to a file and exits; past the limit
-    plus a grace period the parent kills the child's whole process group. Where ``os.fork`` does
-    not exist (Windows) this falls back to :func:`run_question`.
-    """
-    if function is None or not hasattr(os, "fork"):
-        return run_question(question, function, time_limit=time_limit, output_limit=output_limit)
-    fd, path = tempfile.mkstemp(prefix="coursepkg-grade-", suffix=".json")
-    os.close(fd)
-    start = time.perf_counter()
-    gc.freeze()  # the child never collects (and so never finalises) what it inherited
-    try:
-        pid = os.fork()
-    except OSError:
-        gc.unfreeze()
-        os.unlink(path)
-        return run_question(question, function, time_limit=time_limit, output_limit=output_limit)
-    if pid == 0:  # the child
-        status = 1
-        try:
-            os.setpgid(0, 0)
-            _quiet_standard_streams()
-            result = run_question(
-                question, function, time_limit=time_limit, output_limit=output_limit
-            )
-            Path(path).write_text(json.dumps(result.to_dict()))
-            status = 0
-        finally:
-            os._exit(status)
-    gc.unfreeze()
-    killed, code = _wait(pid, time_limit + KILL_GRACE)
-    seconds = round(time.perf_counter() - start, 3)
-    try:
-        text = Path(path).read_text()
-    finally:
-        os.unlink(path)
-    if text:
-        return QuestionResult.from_dict(json.loads(text))
-    if killed:
-        message = f"time limit of {time_limit:g} s exceeded (the tests were stopped)"
-        return QuestionResult(
-            question.name,
-            question.points,
-            "timeout",
-            message=message,
-            details=message,
-            seconds=seconds,
-        )
-    message = f"the process running your function died ({code}) before the tests finished"
-    return QuestionResult(
-        question.name,
-        question.points,
-        "crashed",
-        message=message,
-        details=message + ": does it call os._exit, or crash Python?",
-        seconds=seconds,
-    )
-
-
-def _quiet_standard_streams() -> None:
-    """In the child: file descriptors 0-2 to /dev/null, Python's streams to throwaway buffers.
-
-    Inside a Jupyter kernel the inherited ``sys.stdout`` talks to the kernel's I/O thread, which
-    does not exist in the child; writing to it could hang.
-    """
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
-    sys.stdin = io.StringIO()
-    sys.stdout = sys.stderr = _CappedText(0)
-
-
-def _wait(pid: int, seconds: float) -> tuple[bool, str]:
-    """Wait for the child; kill its process group after ``seconds``. Returns (killed, how it ended)."""
-    deadline = time.monotonic() + seconds
-    delay = 0.002
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return False, _describe_status(status)
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return True, "killed"
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-
-
-def _describe_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"signal {os.WTERMSIG(status)}"
-    return f"exit status {os.WEXITSTATUS(status)}"

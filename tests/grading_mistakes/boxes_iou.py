@@ -111,4 +111,33 @@ MISTAKES = [
             "return (inter / union.clamp(min=torch.finfo(union.dtype).tiny)).T",
         ),
     ),
+    mistake(
+        "box_convert",
+        "returns the input tensor itself when the formats are equal",
+        (
+            "    a, b, c, d = boxes.unbind(dim=1)",
+            "    if in_fmt == out_fmt:\n        return boxes\n    a, b, c, d = boxes.unbind(dim=1)",
+        ),
+    ),
+    mistake(
+        "box_convert",
+        "returns a view of the input when the formats are equal",
+        (
+            "    a, b, c, d = boxes.unbind(dim=1)",
+            "    if in_fmt == out_fmt:\n        return boxes.view(-1, 4)\n    a, b, c, d = boxes.unbind(dim=1)",
+        ),
+    ),
+    mistake(
+        "box_convert",
+        "float64 boxes come back as float32",
+        ("return torch.stack(out, dim=1)", "return torch.stack(out, dim=1).float()"),
+    ),
+    mistake(
+        "box_convert",
+        "no boxes give a [0] tensor instead of [0, 4]",
+        (
+            "    a, b, c, d = boxes.unbind(dim=1)",
+            "    if len(boxes) == 0:\n        return boxes.new_zeros(0)\n    a, b, c, d = boxes.unbind(dim=1)",
+        ),
+    ),
 ]

@@ -117,4 +117,13 @@ MISTAKES = [
         "recall over the objects of the images that have detections only",
         ("num_gt += len(gt_boxes)", "num_gt += len(gt_boxes) if bool(mine.any()) else 0"),
     ),
+    mistake(
+        "match_detections",
+        "on equal IoUs takes the last ground truth (pycocotools keeps the first)",
+        (
+            "    best_iou, best_gt = box_iou(pred_boxes[order], gt_boxes).max(dim=1)  # [D] each\n",
+            "    best_iou, best_gt = box_iou(pred_boxes[order], gt_boxes).flip(1).max(dim=1)  # [D] each\n"
+            "    best_gt = len(gt_boxes) - 1 - best_gt\n",
+        ),
+    ),
 ]

@@ -81,4 +81,52 @@ MISTAKES = [
             "    return course_nms.nms(boxes + labels[:, None] * 1000.0, scores, iou_threshold)\n    keep = []\n    for label in torch.unique(labels):",
         ),
     ),
+    mistake(
+        "nms",
+        "int32 indices",
+        (
+            "return torch.tensor(keep, dtype=torch.int64)",
+            "return torch.tensor(keep, dtype=torch.int32)",
+        ),
+    ),
+    mistake(
+        "nms",
+        "zeroes the scores of suppressed boxes in the caller's tensor",
+        (
+            "        suppressed |= ious[i] > iou_threshold",
+            "        scores[(ious[i] > iou_threshold) & ~suppressed] = 0.0\n        suppressed |= ious[i] > iou_threshold",
+        ),
+    ),
+    mistake(
+        "nms",
+        "no boxes give an empty float tensor",
+        (
+            "return torch.tensor(keep, dtype=torch.int64)",
+            "return torch.tensor(keep, dtype=torch.int64) if keep else torch.tensor([])",
+        ),
+    ),
+    mistake(
+        "batched_nms",
+        "int32 indices",
+        (
+            "    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]",
+            "    return keep[torch.sort(scores[keep], descending=True, stable=True).indices].int()",
+        ),
+    ),
+    mistake(
+        "batched_nms",
+        "no boxes give an empty float tensor",
+        ("else torch.zeros(0, dtype=torch.int64)", "else torch.zeros(0)"),
+    ),
+    mistake(
+        "batched_nms",
+        "the offset trick applied to the caller's boxes in place",
+        (
+            "    keep = []\n    for label in torch.unique(labels):",
+            "    if len(boxes):\n"
+            "        boxes += labels[:, None].to(boxes.dtype) * (boxes.max() + 1)  # classes apart\n"
+            "    return course_nms.nms(boxes, scores, iou_threshold)\n"
+            "    keep = []\n    for label in torch.unique(labels):",
+        ),
+    ),
 ]

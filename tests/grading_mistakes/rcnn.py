@@ -70,4 +70,26 @@ MISTAKES = [
             "return torch.stack([g_x, g_y, g_w, g_h], dim=1)",
         ),
     ),
+    mistake(
+        "apply_deltas",
+        "no cast of the proposals to the deltas' dtype",
+        ("    proposals = proposals.to(deltas.dtype)\n", ""),
+    ),
+    mistake(
+        "apply_deltas",
+        "computes the widths and heights in the caller's proposals, in place",
+        (
+            "    p_w = proposals[:, 2] - proposals[:, 0]  # [N]\n    p_h = proposals[:, 3] - proposals[:, 1]\n",
+            "    proposals[:, 2:] -= proposals[:, :2]  # widths and heights\n"
+            "    p_w = proposals[:, 2]\n    p_h = proposals[:, 3]\n",
+        ),
+    ),
+    mistake(
+        "apply_deltas",
+        "float64 deltas come back as float32",
+        (
+            "return torch.stack([g_x - g_w / 2, g_y - g_h / 2, g_x + g_w / 2, g_y + g_h / 2], dim=1)",
+            "return torch.stack([g_x - g_w / 2, g_y - g_h / 2, g_x + g_w / 2, g_y + g_h / 2], dim=1).float()",
+        ),
+    ),
 ]

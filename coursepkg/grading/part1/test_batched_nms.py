@@ -153,5 +153,10 @@ def test_batched_nms(student, case: Case) -> None:
             if bool(((got >= 0) & (got < len(boxes))).all()):
                 picture.add("yours", boxes[got.long()], "tab:red", dashed=True)
     expect_tensor(
-        got, expected, case, diagnoses=_mistakes(boxes, scores, labels, threshold), picture=picture
+        got,
+        expected,
+        case,
+        exact_dtype=True,  # int64, as torchvision's batched_nms
+        diagnoses=_mistakes(boxes, scores, labels, threshold),
+        picture=picture,
     )

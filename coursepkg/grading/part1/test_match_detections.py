@@ -63,6 +63,16 @@ def _random(num_gt: int, num_false: int, threshold: float, seed: int) -> Case:
 
 CASES = [
     _case(
+        "a detection with the same IoU (0.6) with two ground truths takes the first",
+        [[2.5, 0, 12.5, 10], [5, 0, 15, 10]],
+        [0.9, 0.8],
+        [[0, 0, 10, 10], [5, 0, 15, 10]],
+        0.5,
+        "on equal IoUs the detection matches the ground truth that comes first (pycocotools "
+        "keeps the first; torch.max/argmax return the first maximum): the second ground truth "
+        "stays free for the second detection",
+    ),
+    _case(
         "the notes' image '297': two detections, two ground truths, threshold 0.3",
         [[499, 286, 791, 455], [138, 173, 335, 330]],
         [0.77, 0.33],

@@ -68,6 +68,15 @@ CASES = [
         torch.float64,
     ),
     _case("no boxes (N = 0)", torch.zeros(0, 4), torch.zeros(0, 4), hint="return a [0, 4] tensor"),
+    Case(
+        "float32 deltas on float64 proposals: the result has the deltas' dtype",
+        {
+            "deltas": torch.tensor([[0.1, -0.2, 0.3, -0.4], [0.0, 0.0, 0.5, 0.5]]),
+            "proposals": torch.tensor([[0, 0, 10, 10], [5, 5, 25, 15]], dtype=torch.float64),
+        },
+        "cast the proposals to the deltas' dtype first (proposals.to(deltas.dtype)): float32 "
+        "arithmetic with float64 tensors gives float64",
+    ),
     _round_trip(6, seed=111),
     _random(1, seed=112),
     _random(7, seed=113),
