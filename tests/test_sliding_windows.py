@@ -39,11 +39,11 @@ def test_window_positions_properties(length, window, step):
 def test_window_positions_errors():
     with pytest.raises(ValueError, match=r"window \(65\) must not be larger than length \(64\)"):
         window_positions(64, 65, 8)
-    with pytest.raises(ValueError, match="step must be positive, got 0"):
+    with pytest.raises(ValueError, match="step must be an int >= 1, got 0"):
         window_positions(64, 32, 0)
-    with pytest.raises(ValueError, match="length must be positive, got -3"):
+    with pytest.raises(ValueError, match="length must be an int >= 1, got -3"):
         window_positions(-3, 2, 1)
-    with pytest.raises(TypeError, match="step must be an int, got 2.5"):
+    with pytest.raises(TypeError, match="step must be an int, got float 2.5"):
         window_positions(64, 32, 2.5)
 
 
@@ -71,7 +71,7 @@ def test_sliding_windows_dtype_and_errors():
         ValueError, match=r"window_size \(64, 64\) must fit in image_size \(50, 100\)"
     ):
         sliding_windows((50, 100), (64, 64), 8)
-    with pytest.raises(ValueError, match="step must be positive, got 0"):
+    with pytest.raises(ValueError, match="step must be an int >= 1, got 0"):
         sliding_windows((100, 100), (64, 64), (8, 0))
     with pytest.raises(ValueError, match=r"step must be an int or a \(y, x\) pair"):
         sliding_windows((100, 100), (64, 64), (8, 8, 8))

@@ -18,7 +18,6 @@ Chapter: book/01_sliding_windows
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -26,19 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from coursepkg.ops.validation import check_image_size
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {value!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
+from coursepkg.ops.validation import check_image_size, check_int
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -46,8 +33,8 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     if isinstance(value, Sequence):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a (y, x) pair, got {value!r}")
-        return _positive_int(value[0], name), _positive_int(value[1], name)
-    side = _positive_int(value, name)
+        return check_int(value[0], name, low=1), check_int(value[1], name, low=1)
+    side = check_int(value, name, low=1)
     return side, side
 
 
@@ -76,9 +63,9 @@ def window_positions(length: int, window: int, step: int) -> list[int]:
 
     Chapter: book/01_sliding_windows
     """
-    length = _positive_int(length, "length")
-    window = _positive_int(window, "window")
-    step = _positive_int(step, "step")
+    length = check_int(length, "length", low=1)
+    window = check_int(window, "window", low=1)
+    step = check_int(step, "step", low=1)
     if window > length:
         raise ValueError(f"window ({window}) must not be larger than length ({length})")
     return list(range(0, length - window + 1, step))
