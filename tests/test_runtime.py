@@ -80,3 +80,22 @@ def test_resolve_device_refuses_what_is_missing(monkeypatch):
         resolve_device("gpu")
     with pytest.raises(TypeError, match="device must be a str such as 'cpu' or 'cuda', .* got int"):
         resolve_device(0)
+
+
+def test_best_time_ms_runs_repeats_times_and_returns_the_fastest(monkeypatch):
+    import coursepkg.engine.runtime as runtime
+
+    calls = []
+    clock = iter([0.0, 0.5, 1.0, 1.1, 2.0, 2.3])  # runs of 500 ms, 100 ms and 300 ms
+    monkeypatch.setattr(runtime.time, "perf_counter", lambda: next(clock))
+
+    def fn():
+        calls.append(1)
+        return len(calls)
+
+    result, ms = runtime.best_time_ms(fn, repeats=3)
+    assert len(calls) == 3 and result == 3
+    assert abs(ms - 100.0) < 1e-9
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="repeats must be an int >= 1"):
+            runtime.best_time_ms(fn, repeats=bad)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 import platform
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -147,3 +149,25 @@ def describe_runtime(profile: Profile | None = None) -> str:
     )
     print(text)
     return text
+
+
+def best_time_ms(fn: Callable[[], T], repeats: int = 3) -> tuple[T, float]:
+    """Run ``fn()`` ``repeats`` times; return its last result and the fastest run in milliseconds.
+
+    The fastest of a few runs is the one least disturbed by other programs: enough for a chapter's
+    quick comparison of two implementations. The benchmarks in ``benchmarks/`` measure properly
+    (medians of several runs, ratios against torchvision in the same run).
+
+    Raises:
+        TypeError, ValueError: if ``repeats`` is not an int >= 1.
+
+    Chapter: book/02_boxes_iou, book/03_nms.
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    fastest = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        fastest = min(fastest, time.perf_counter() - start)
+    return result, fastest * 1e3
