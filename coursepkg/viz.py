@@ -420,6 +420,8 @@ def show_source(fn: object) -> object:
     """
     from IPython.display import Code  # only where a notebook asks for it
 
+    if not (inspect.isfunction(fn) or inspect.isclass(fn) or inspect.ismethod(fn)):
+        raise TypeError(f"fn must be a function or class defined in Python, got {type(fn).__name__}")
     return Code(inspect.getsource(fn), language="python")
 
 
@@ -436,7 +438,13 @@ def glue(name: str, value: object) -> object:
 
     Returns:
         ``value``, unchanged.
+
+    Raises:
+        TypeError, ValueError: if ``name`` is not a non-empty string of letters, digits and ``_``
+            (the prose's role must be able to name it).
     """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be a non-empty identifier such as 'map_50', got {name!r}")
     try:
         from myst_nb import glue as myst_glue  # installed with the book's extra
     except ImportError:

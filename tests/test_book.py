@@ -205,3 +205,29 @@ def test_readme_build_command_works_first_in_a_fresh_clone(tmp_path: Path):
     assert "execution time per page" in out.stdout, "build_book.sh printed no table of execution times"
     print(out.stdout[out.stdout.index("==> execution time per page"):])
     print(f"fresh clone + new environment + smoke build: {seconds:.0f} s")
+
+
+def test_exec_times_prints_each_executed_page_and_marks_the_slow_ones(tmp_path, capsys):
+    """scripts/exec_times.py reads myst-nb's timings from the Sphinx environment of a build."""
+    import importlib.util
+    import pickle
+    import types
+
+    spec = importlib.util.spec_from_file_location("exec_times", ROOT / "scripts" / "exec_times.py")
+    exec_times = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exec_times)
+    env = types.SimpleNamespace(nb_metadata={
+        "book/03_nms": {"exec_data": {"runtime": 5.9}},
+        "book/07_faster_rcnn": {"exec_data": {"runtime": 190.0}},
+        "book/intro": {},  # not a notebook: no timing
+    })
+    (tmp_path / ".doctrees").mkdir()
+    (tmp_path / ".doctrees" / "environment.pickle").write_bytes(pickle.dumps(env))
+    assert exec_times.main([str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "==> execution time per page (budget 180 s)"
+    assert "book/03_nms" in lines[1] and "5.9 s" in lines[1] and "OVER" not in lines[1]
+    assert "book/07_faster_rcnn" in lines[2] and lines[2].endswith("OVER BUDGET")
+    assert "total" in lines[3] and "195.9 s" in lines[3] and len(lines) == 4
+    assert exec_times.main([str(tmp_path / "missing")]) == 0  # no build yet: says so, no traceback
+    assert "no build found" in capsys.readouterr().err

@@ -17,7 +17,6 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.rpn import RPNHead as TorchvisionRPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from coursepkg.engine.recipes import FasterRCNNRecipe, faster_rcnn_recipe
 from coursepkg.models.backbones import ConvBackbone
 from coursepkg.models.detector import check_detections, check_losses
 from coursepkg.models.faster_rcnn import FasterRCNN, FasterRCNNConfig
@@ -170,18 +169,6 @@ def test_config_and_backbone():
     # Anchor sizes sqrt(w * h) are the documented 8, 16, 32, 64 px.
     sizes = ((anchors[:12, 2] - anchors[:12, 0]) * (anchors[:12, 3] - anchors[:12, 1])).sqrt()
     assert_close(sizes.round(decimals=3).unique(), torch.tensor([8.0, 16.0, 32.0, 64.0]))
-
-
-def test_recipe():
-    for name in ("smoke", "cpu", "gpu"):
-        recipe = faster_rcnn_recipe(name)
-        assert isinstance(recipe, FasterRCNNRecipe) and recipe.profile == name
-        assert recipe.train_seed != recipe.val_seed
-    smoke, cpu, gpu = (faster_rcnn_recipe(n) for n in ("smoke", "cpu", "gpu"))
-    assert smoke.num_train * smoke.epochs < cpu.num_train * cpu.epochs < gpu.num_train * gpu.epochs
-    assert smoke.min_map_50 is None and 0 < cpu.min_map_50 <= gpu.min_map_50 < 1
-    with pytest.raises(ValueError, match="profile must be one of"):
-        faster_rcnn_recipe("tpu")
 
 
 # --------------------------------------------------------------------------- RPN targets

@@ -224,3 +224,22 @@ def test_plot_pr_curve_errors():
         plot_pr_curve([[0.1]], [[1.0]])
     with pytest.raises(ValueError, match=r"precision must lie in \[0, 1\]"):
         plot_pr_curve([0.1], [1.5])
+
+
+def test_glue_returns_the_value_and_refuses_names_the_prose_cannot_use():
+    from coursepkg.viz import glue
+
+    assert glue("map_50", 0.73) == 0.73  # outside a notebook: the value comes back unchanged
+    for bad in ("", "map 50", "map-50", None, 3):
+        with pytest.raises(ValueError, match="name must be a non-empty identifier"):
+            glue(bad, 1.0)
+
+
+def test_show_source_shows_the_package_definition():
+    from coursepkg.ops.nms import nms_reference
+    from coursepkg.viz import show_source
+
+    code = show_source(nms_reference)
+    assert code.data.startswith("def nms_reference(") and "iou_threshold" in code.data
+    with pytest.raises(TypeError, match="fn must be a function or class"):
+        show_source("def f(): pass")

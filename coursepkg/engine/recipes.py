@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from coursepkg.engine.runtime import PROFILES
 from coursepkg.models.faster_rcnn import FasterRCNNConfig
 
 __all__ = [
@@ -23,11 +24,9 @@ __all__ = [
     "faster_rcnn_recipe",
 ]
 
-PROFILES = ("smoke", "cpu", "gpu")
-
-
 def _check_profile(profile: str) -> str:
-    if profile not in PROFILES:
+    """The profile name, or a ValueError naming the three run profiles of the course."""
+    if not isinstance(profile, str) or profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(PROFILES)}; got {profile!r}")
     return profile
 
@@ -171,19 +170,18 @@ def faster_rcnn_recipe(profile: str) -> FasterRCNNRecipe:
 
     Chapter: book/07_faster_rcnn (section "Training on the shapes").
     """
-    if profile == "smoke":
-        return FasterRCNNRecipe(
-            profile="smoke", image_size=(128, 128), num_train=96, num_val=32, epochs=2,
-            batch_size=8, lr=4e-3, weight_decay=1e-4, min_map_50=None,
-        )
-    if profile == "cpu":
-        return FasterRCNNRecipe(
-            profile="cpu", image_size=(128, 128), num_train=1000, num_val=200, epochs=8,
-            batch_size=8, lr=4e-3, weight_decay=1e-4, min_map_50=0.6,
-        )
-    if profile == "gpu":
-        return FasterRCNNRecipe(
-            profile="gpu", image_size=(128, 128), num_train=4000, num_val=500, epochs=12,
-            batch_size=16, lr=6e-3, weight_decay=1e-4, min_map_50=0.8,
-        )
-    raise ValueError(f"profile must be one of {', '.join(PROFILES)}; got {profile!r}")
+    common = {"image_size": (128, 128), "weight_decay": 1e-4}
+    return {
+        "smoke": FasterRCNNRecipe(
+            profile="smoke", num_train=96, num_val=32, epochs=2, batch_size=8, lr=4e-3,
+            min_map_50=None, **common,
+        ),
+        "cpu": FasterRCNNRecipe(
+            profile="cpu", num_train=1000, num_val=200, epochs=8, batch_size=8, lr=4e-3,
+            min_map_50=0.6, **common,
+        ),
+        "gpu": FasterRCNNRecipe(
+            profile="gpu", num_train=4000, num_val=500, epochs=12, batch_size=16, lr=6e-3,
+            min_map_50=0.8, **common,
+        ),
+    }[_check_profile(profile)]

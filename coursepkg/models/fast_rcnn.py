@@ -359,8 +359,9 @@ class FastRCNN(Detector):
             ``{"cls": L_cls, "box": λ L_loc}``, finite scalars (zero for a batch without RoIs).
         """
         c = self.config
+        check_images(images)  # shape and dtype only, so the batch size below is the right one
+        check_targets(targets, images.shape[0], num_classes=c.num_classes)  # before any work
         features = self(images)  # [B, C, H/8, W/8]
-        check_targets(targets, images.shape[0], num_classes=c.num_classes)
         samples = []
         for i, proposals in enumerate(self.proposals(images, targets)):
             gt_boxes = targets[i]["boxes"].to(proposals.dtype)

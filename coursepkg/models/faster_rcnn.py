@@ -59,6 +59,7 @@ from coursepkg.models.rpn import (
     generate_proposals,
     rpn_loss,
 )
+from coursepkg.ops.box_coding import _check_weights
 from coursepkg.ops.roi_pool import roi_align
 from coursepkg.ops.validation import check_int, check_number, check_probability
 
@@ -139,10 +140,7 @@ class FasterRCNNConfig:
             check_int(getattr(self, name), name, low=0)
         for name in ("rpn_min_size", "min_size"):
             check_number(getattr(self, name), name, low=0.0)
-        for i, weight in enumerate(self.box_weights):
-            check_number(weight, f"box_weights[{i}]", low=0.0, low_open=True)
-        if len(self.box_weights) != 4:
-            raise ValueError(f"box_weights must be 4 numbers, got {self.box_weights!r}")
+        _check_weights(self.box_weights, "box_weights")  # the box coder's own check
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if not self.backbone_channels or min(self.backbone_channels) < 1:
