@@ -1,4 +1,4 @@
-"""Plotting for the course: images with boxes, sample grids, training curves, PR curves.
+"""Plotting for the course: images with boxes, sample grids, training curves, PR curves, errors.
 
 Everything draws with matplotlib on axes you pass in (or creates a figure) and returns what it
 drew, so tests and notebooks can inspect it. Images are shown with ``extent=(0, W, H, 0)``: pixel
@@ -406,6 +406,59 @@ def plot_pr_curve(
     return ax
 
 
+def plot_error_breakdown(
+    delta_ap: Mapping[str, float],
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Bar chart of the AP each error type costs (TIDE's ΔAP), one horizontal bar per type.
+
+    Draws what :func:`coursepkg.evaluation.error_breakdown` returns in ``delta_ap`` (Bolya et al.,
+    "TIDE: A General Toolbox for Identifying Object Detection Errors", ECCV 2020), first type at
+    the top, each bar labelled with its value. ΔAP is a fraction of AP, as everywhere in the
+    course (``tidecv`` prints percent).
+
+    Args:
+        delta_ap: error type -> ΔAP, finite and ``>= 0``, in the order to draw.
+        ax: the axes; default a new figure.
+        title: the axes' title (for example the detector's name).
+
+    Returns:
+        The axes; ``ax.patches`` holds the bars in the order of ``delta_ap``.
+
+    Raises:
+        TypeError: if ``delta_ap`` is not a mapping of names to numbers.
+        ValueError: if it is empty or a value is negative or not finite.
+
+    Chapter: book/04_evaluation
+    """
+    if not isinstance(delta_ap, Mapping):
+        raise TypeError(
+            f"delta_ap must be a mapping of error types to ΔAP, got {type(delta_ap).__name__}"
+        )
+    if not delta_ap:
+        raise ValueError("delta_ap must name at least one error type, got an empty mapping")
+    names = [str(name) for name in delta_ap]
+    values = []
+    for name, value in delta_ap.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise TypeError(f"delta_ap[{name!r}] must be a number, got {type(value).__name__}")
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"delta_ap[{name!r}] must be finite and >= 0, got {value}")
+        values.append(float(value))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 0.35 * len(names) + 0.8))
+    positions = np.arange(len(names))[::-1]  # the first type at the top
+    bars = ax.barh(positions, values, color=[plt.cm.tab10(i % 10) for i in range(len(names))])
+    ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=2, fontsize=8)
+    ax.set_yticks(positions, names)
+    ax.set_xlim(0, max(max(values) * 1.3, 0.01))
+    ax.set_xlabel("ΔAP (AP gained by fixing)")
+    if title is not None:
+        ax.set_title(title)
+    return ax
+
+
 def show_source(fn: object) -> object:
     """Display the source of ``fn`` as highlighted Python, on the website and in Jupyter/Colab.
 
@@ -421,8 +474,23 @@ def show_source(fn: object) -> object:
     from IPython.display import Code  # only where a notebook asks for it
 
     if not (inspect.isfunction(fn) or inspect.isclass(fn) or inspect.ismethod(fn)):
-        raise TypeError(f"fn must be a function or class defined in Python, got {type(fn).__name__}")
+        raise TypeError(
+            f"fn must be a function or class defined in Python, got {type(fn).__name__}"
+        )
     return Code(inspect.getsource(fn), language="python")
+
+
+def _plain_number(name: str, value: object) -> object:
+    """``value`` as a Python number when it is a numpy or torch number; see :func:`glue`."""
+    if isinstance(value, (np.ndarray, np.generic, torch.Tensor)):
+        count = value.numel() if isinstance(value, torch.Tensor) else value.size
+        if count != 1:
+            shape = tuple(value.shape)
+            raise ValueError(f"glue({name!r}) needs one number, got an array of shape {shape}")
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        raise ValueError(f"glue({name!r}) got NaN: the page would print 'nan' as a result")
+    return value
 
 
 def glue(name: str, value: object) -> object:
@@ -432,22 +500,139 @@ def glue(name: str, value: object) -> object:
     number in the text is always the one the page's own run produced. Elsewhere (Colab, plain
     Jupyter) there is no book build to read it, and this only returns the value.
 
+    A numpy scalar or a one-element tensor is handed over as the plain Python number it holds:
+    the prose formats the value's text, and numpy 2 writes ``np.float64(0.44)`` where the page
+    must read ``0.44`` (a format such as ``:.2f`` then fails the build).
+
     Args:
         name: the key the prose refers to.
-        value: a number or string.
+        value: a number (Python, numpy scalar, 0-d array or one-element tensor) or a string.
 
     Returns:
-        ``value``, unchanged.
+        ``value`` as a Python ``int``/``float``/``bool`` when it was a numpy or torch number,
+        otherwise unchanged.
 
     Raises:
         TypeError, ValueError: if ``name`` is not a non-empty string of letters, digits and ``_``
-            (the prose's role must be able to name it).
+            (the prose's role must be able to name it), if ``value`` is an array or tensor of more
+            than one element, or if it is NaN (a page would print "nan" as a result).
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"name must be a non-empty identifier such as 'map_50', got {name!r}")
+    value = _plain_number(name, value)
     try:
         from myst_nb import glue as myst_glue  # installed with the book's extra
     except ImportError:
         return value
     myst_glue(name, value, display=False)
     return value
+
+
+def draw_pipeline(
+    stages: Sequence[str | Sequence[str]],
+    ax: Axes | None = None,
+    *,
+    title: str | None = None,
+    highlight: Sequence[int] = (),
+    box_width: float = 1.6,
+    box_height: float = 0.8,
+    gap: float = 0.5,
+    fontsize: float = 8.5,
+) -> list[list[Rectangle]]:
+    """Draw a detector's pipeline as boxes joined by arrows, left to right.
+
+    Each stage is a caption (``"\\n"`` breaks lines) or a sequence of captions drawn one above the
+    other: parallel branches (for example a head's classifier and box regressor), each joined to
+    every box of the stages before and after it, except that two neighbouring stages with the same
+    number of branches are joined lane by lane (branch ``k`` to branch ``k``).
+
+    Args:
+        stages: the stages in order; a stage is a str or a non-empty sequence of str.
+        ax: axes to draw on; None makes a figure sized to the pipeline.
+        title: axes title.
+        highlight: indices of stages drawn in a stronger colour (what a chapter introduces).
+        box_width, box_height, gap: box size and the horizontal space between stages, in data units.
+        fontsize: caption size.
+
+    Returns:
+        One list of the drawn boxes per stage, top to bottom.
+
+    Raises:
+        ValueError: for no stages, an empty stage or caption, or a highlight index out of range.
+        TypeError: for a caption that is not a str.
+
+    Chapter: book/05_rcnn, book/06_fast_rcnn, book/07_faster_rcnn (the pipeline figures).
+    """
+    if isinstance(stages, str) or not isinstance(stages, Sequence) or len(stages) == 0:
+        raise ValueError(f"stages must be a non-empty sequence of captions, got {stages!r}")
+    columns: list[list[str]] = []
+    for i, stage in enumerate(stages):
+        branch = [stage] if isinstance(stage, str) else list(stage)
+        if not branch:
+            raise ValueError(f"stages[{i}] must be a caption or a non-empty sequence of captions")
+        for caption in branch:
+            if not isinstance(caption, str):
+                raise TypeError(f"stages[{i}] captions must be str, got {type(caption).__name__}")
+            if not caption.strip():
+                raise ValueError(f"stages[{i}] has an empty caption")
+        columns.append(branch)
+    for i in highlight:
+        if not isinstance(i, int) or not 0 <= i < len(columns):
+            raise ValueError(f"highlight must hold stage indices in [0, {len(columns)}), got {i!r}")
+
+    rows = max(len(c) for c in columns)
+    width = len(columns) * box_width + (len(columns) - 1) * gap
+    height = rows * box_height + (rows - 1) * gap / 2
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.0, 1.35 * width), max(1.2, 1.35 * height)))
+    drawn: list[list[Rectangle]] = []
+    for i, branch in enumerate(columns):
+        x = i * (box_width + gap)
+        # Centre the column's boxes vertically around height / 2.
+        span = len(branch) * box_height + (len(branch) - 1) * gap / 2
+        y0 = (height - span) / 2
+        colour = "tab:orange" if i in highlight else "tab:blue"
+        boxes = []
+        for k, caption in enumerate(branch):
+            y = y0 + (len(branch) - 1 - k) * (box_height + gap / 2)  # first caption on top
+            box = Rectangle(
+                (x, y),
+                box_width,
+                box_height,
+                facecolor=colour,
+                alpha=0.18,
+                edgecolor=colour,
+                linewidth=1.5,
+            )
+            ax.add_patch(box)
+            ax.text(
+                x + box_width / 2,
+                y + box_height / 2,
+                caption,
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+            )
+            boxes.append(box)
+        drawn.append(boxes)
+    for left, right in zip(drawn[:-1], drawn[1:], strict=True):
+        # Lanes: two stages with the same number of branches (more than one) join box k to box k;
+        # otherwise every box joins every box of the next stage.
+        lanes = len(left) == len(right) > 1
+        pairs = zip(left, right, strict=True) if lanes else ((a, b) for a in left for b in right)
+        for a, b in pairs:
+            start = (a.get_x() + box_width, a.get_y() + box_height / 2)
+            end = (b.get_x(), b.get_y() + box_height / 2)
+            ax.annotate(
+                "",
+                xy=end,
+                xytext=start,
+                arrowprops={"arrowstyle": "->", "color": "0.3", "linewidth": 1.2},
+            )
+    ax.set_xlim(-0.05, width + 0.05)
+    ax.set_ylim(-0.05, height + 0.05)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if title is not None:
+        ax.set_title(title, fontsize=fontsize + 1.5)
+    return drawn

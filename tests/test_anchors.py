@@ -126,3 +126,104 @@ def test_anchors_inside_boundaries():
 def test_errors(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+# --- Dense detectors: one grid for anchors and points, RetinaNet's anchors on every level ---
+
+from torchvision.models.detection.retinanet import _default_anchorgen  # noqa: E402
+
+from coursepkg.models.anchors import (  # noqa: E402
+    location_grid,
+    multilevel_anchors,
+    multilevel_points,
+)
+
+PYRAMID_STRIDES = (8, 16, 32, 64, 128)
+
+
+def pyramid_sizes(height, width):
+    return [(-(-height // s), -(-width // s)) for s in PYRAMID_STRIDES]
+
+
+def test_location_grid_by_hand_and_order():
+    grid = location_grid((2, 3), 8)
+    expected = torch.tensor([[4.0, 4], [12, 4], [20, 4], [4, 12], [12, 12], [20, 12]])
+    assert_close(grid, expected, rtol=0, atol=0)
+    corner = location_grid((2, 3), (4, 10), offset=0.0, dtype=torch.float64)
+    assert corner.dtype == torch.float64
+    assert_close(corner[4], torch.tensor([10.0, 4.0], dtype=torch.float64))
+
+
+def test_location_grid_is_fcos_mapping():
+    """FCOS maps (x, y) to (floor(s / 2) + x s, floor(s / 2) + y s): (23, 30) at stride 8 -> (188, 244)."""
+    height, width, stride = 40, 50, 8
+    grid = location_grid((height, width), stride)
+    x, y = 23, 30
+    assert grid[y * width + x].tolist() == [188.0, 244.0]
+    for stride in (8, 16, 32, 64, 128):
+        grid = location_grid((3, 4), stride).reshape(3, 4, 2)
+        j = torch.arange(4, dtype=torch.float32)
+        assert_close(grid[1, :, 0], stride // 2 + j * stride, rtol=0, atol=0)
+
+
+def test_generate_anchors_centres_come_from_the_grid():
+    anchors = generate_anchors((5, 7), 16, offset=0.25)
+    centres = ((anchors[:, :2] + anchors[:, 2:]) / 2).reshape(35, 9, 2)
+    grid = location_grid((5, 7), 16, offset=0.25)
+    assert_close(centres, grid[:, None, :].expand(35, 9, 2))
+
+
+@pytest.mark.parametrize("image_size", [(256, 384), (800, 800), (100, 130), (64, 64), (333, 517)])
+def test_multilevel_anchors_equal_torchvision_retinanet(image_size):
+    height, width = image_size
+    feature_sizes = pyramid_sizes(height, width)
+    images = ImageList(torch.zeros(1, 3, height, width), [image_size])
+    theirs = _default_anchorgen()(images, [torch.zeros(1, 1, *f) for f in feature_sizes])[0]
+    # torchvision's stride per level is image_size // feature_size (61 on P6 of an 800 image).
+    strides = [(height // h, width // w) for h, w in feature_sizes]
+    ours = multilevel_anchors(
+        feature_sizes, strides, offset=0.0, round_base_anchors=True, truncate_sizes=True
+    )
+    assert [len(a) for a in ours] == [h * w * 9 for h, w in feature_sizes]
+    assert_close(torch.cat(ours), theirs, rtol=0, atol=0)
+
+
+def test_multilevel_anchors_sizes_ratios_and_order():
+    anchors = multilevel_anchors([(2, 2), (1, 1)], (8, 16), sizes=(32, 64), dtype=torch.float64)
+    level = anchors[1].reshape(1, 9, 4)[0]  # the one location of level 1, centre (8, 8)
+    w, h = level[:, 2] - level[:, 0], level[:, 3] - level[:, 1]
+    scales = torch.tensor([1, 2 ** (1 / 3), 2 ** (2 / 3)], dtype=torch.float64)
+    ratios = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    # Ratio outer, scale inner, as torchvision: anchor r * 3 + s.
+    assert_close((w * h).sqrt(), (64 * scales).repeat(3))
+    assert_close(h / w, ratios.repeat_interleave(3))
+    assert_close((level[:, :2] + level[:, 2:]) / 2, torch.full((9, 2), 8.0, dtype=torch.float64))
+    # The largest RetinaNet anchor: 512 * 2^(2/3) = 812.7 pixels on a side.
+    big = multilevel_anchors([(1, 1)] * 5, PYRAMID_STRIDES)[4]
+    assert abs(float((big[8, 2] - big[8, 0]) * (big[8, 3] - big[8, 1])) ** 0.5 - 812.75) < 0.01
+
+
+def test_multilevel_points():
+    points = multilevel_points([(4, 5), (2, 3)], (8, 16))
+    assert [p.shape for p in points] == [(20, 2), (6, 2)]
+    assert_close(points[1], location_grid((2, 3), 16))
+    assert points[1][4].tolist() == [24.0, 24.0]
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: location_grid((3,), 8), "feature_size must be"),
+        (lambda: location_grid((3, 3), 0), "stride must be"),
+        (lambda: location_grid((3, 3), 8, offset=math.inf), "offset must be a finite"),
+        (lambda: location_grid((3, 3), 8, dtype=torch.int32), "dtype must be a floating"),
+        (lambda: multilevel_anchors([(2, 2)], (8, 16), sizes=(32,)), "one entry per level"),
+        (lambda: multilevel_anchors([(2, 2)], (8,)), r"sizes must have one entry per level \(1\)"),
+        (lambda: multilevel_anchors([(2, 2)], (8,), sizes=(-1,)), r"sizes\[0\] must be"),
+        (lambda: multilevel_points([(2, 2), (1, 1)], (8,)), "one entry per level"),
+        (lambda: multilevel_points((2, 2), 8), "must be sequences"),
+    ],
+)
+def test_dense_errors(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()

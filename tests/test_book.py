@@ -202,6 +202,11 @@ def test_readme_build_command_works_first_in_a_fresh_clone(tmp_path: Path):
     for page in ("intro", "package", "performance", "07_faster_rcnn"):
         text = (html / f"{page}.html").read_text()
         assert "Traceback" not in text and "ModuleNotFoundError" not in text, f"{page} shows an error"
+        # A number handed to the prose as a numpy/torch object reads "np.float64(0.44)" on the page.
+        for leak in ("np.float64(", "np.float32(", "np.int64(", "np.bool_(", "tensor("):
+            for match in re.finditer(re.escape(leak), text):
+                context = text[max(0, match.start() - 80):match.end() + 40]
+                assert 'class="pasted-text"' not in context, f"{page}: prose shows {context!r}"
     assert "execution time per page" in out.stdout, "build_book.sh printed no table of execution times"
     print(out.stdout[out.stdout.index("==> execution time per page"):])
     print(f"fresh clone + new environment + smoke build: {seconds:.0f} s")

@@ -156,3 +156,45 @@ def test_dtype_follows_inputs():
 def test_errors(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+# --- FCOS's encoding: distances from a point to the four sides ---
+
+from coursepkg.ops.box_coding import boxes_to_distances, distances_to_boxes  # noqa: E402
+
+
+def test_distances_by_hand():
+    points = torch.tensor([[188.0, 244.0], [10.0, 10.0]])
+    boxes = torch.tensor([[150.0, 200.0, 250.0, 300.0], [20.0, 0.0, 40.0, 30.0]])
+    distances = boxes_to_distances(points, boxes)
+    # The second point lies left of its box: l < 0, not clamped.
+    assert distances.tolist() == [[38.0, 44.0, 62.0, 56.0], [-10.0, 10.0, 30.0, 20.0]]
+    assert distances_to_boxes(points, distances).tolist() == boxes.tolist()
+
+
+def test_distances_round_trip_and_broadcast():
+    generator = torch.Generator().manual_seed(0)
+    points = torch.rand(7, 2, generator=generator, dtype=torch.float64) * 100
+    xy = torch.rand(5, 2, generator=generator, dtype=torch.float64) * 100
+    boxes = torch.cat((xy, xy + 1 + torch.rand(5, 2, generator=generator, dtype=torch.float64) * 50), 1)
+    pairwise = boxes_to_distances(points[:, None, :], boxes[None, :, :])  # [7, 5, 4]
+    assert pairwise.shape == (7, 5, 4)
+    assert_close(pairwise[3, 2], boxes_to_distances(points[3], boxes[2]))
+    assert_close(distances_to_boxes(points[:, None, :], pairwise), boxes.expand(7, 5, 4))
+    # l + r is the width, t + b the height, wherever the point is.
+    assert_close(pairwise[..., 0] + pairwise[..., 2], (boxes[:, 2] - boxes[:, 0]).expand(7, 5))
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: boxes_to_distances(torch.zeros(3, 3), torch.zeros(3, 4)), ValueError, r"points must be \[\.\.\., 2\]"),
+        (lambda: distances_to_boxes(torch.zeros(3, 2), torch.zeros(3, 2)), ValueError, r"distances must be \[\.\.\., 4\]"),
+        (lambda: distances_to_boxes(torch.zeros(3, 2), torch.zeros(4, 4)), ValueError, "do not broadcast"),
+        (lambda: boxes_to_distances(torch.zeros(3, 2, dtype=torch.int64), torch.zeros(3, 4)), TypeError, "points must be a floating"),
+        (lambda: distances_to_boxes(torch.zeros(1, 2), torch.tensor([[0.0, float("nan"), 1, 1]])), ValueError, "distances must be finite"),
+    ],
+)
+def test_distances_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

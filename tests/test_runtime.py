@@ -46,8 +46,23 @@ def test_unknown_profile_is_an_error(monkeypatch):
 def test_default_device_and_description(capsys):
     assert default_device().type in {"cuda", "mps", "cpu"}
     text = describe_runtime(get_profile("smoke"))
-    assert "profile: smoke" in text and "torch" in text
+    assert "profile: smoke" in text and f"torch {torch.__version__}" in text
     assert capsys.readouterr().out.strip() == text
+    assert "\n" not in text  # the setup cell prints one line
+
+
+def test_description_names_the_gpu_it_found(monkeypatch):
+    """What a Colab learner reads after the setup cell, with and without the GPU runtime."""
+    import sys
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Tesla T4")
+    assert describe_runtime(get_profile("gpu")).startswith("GPU found: cuda (Tesla T4) | profile: gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert describe_runtime(get_profile("cpu")).startswith("no GPU found, running on cpu | profile: cpu")
+    monkeypatch.setitem(sys.modules, "google.colab", type(sys)("google.colab"))
+    assert "Runtime > Change runtime type > GPU" in describe_runtime(get_profile("cpu"))
 
 
 def test_resolve_device_accepts_what_exists(monkeypatch):

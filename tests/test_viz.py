@@ -243,3 +243,77 @@ def test_show_source_shows_the_package_definition():
     assert code.data.startswith("def nms_reference(") and "iou_threshold" in code.data
     with pytest.raises(TypeError, match="fn must be a function or class"):
         show_source("def f(): pass")
+
+
+def test_draw_pipeline_places_stages_left_to_right_and_branches_top_to_bottom():
+    from coursepkg.viz import draw_pipeline
+
+    fig, ax = plt.subplots()
+    drawn = draw_pipeline(["image", "CNN", ["classifier", "box regressor"], "NMS"], ax, highlight=[1])
+    assert [len(column) for column in drawn] == [1, 1, 2, 1]
+    xs = [column[0].get_x() for column in drawn]
+    assert xs == sorted(xs) and len(set(xs)) == 4
+    top, bottom = drawn[2]
+    assert top.get_y() > bottom.get_y()  # the first caption of a branch is drawn on top
+    assert drawn[1][0].get_edgecolor() != drawn[0][0].get_edgecolor()  # the highlighted stage
+    # one arrow per pair of boxes in neighbouring stages: 1 + 2 + 2
+    assert sum(1 for t in ax.texts if t.get_text() == "") == 5
+    assert {t.get_text() for t in ax.texts} >= {"image", "CNN", "classifier", "box regressor", "NMS"}
+    plt.close(fig)
+
+
+def test_draw_pipeline_joins_equal_branches_lane_by_lane():
+    from coursepkg.viz import draw_pipeline
+
+    fig, ax = plt.subplots()
+    drawn = draw_pipeline(["features", ["scores", "deltas"], ["flat scores", "flat deltas"]], ax)
+    arrows = [t for t in ax.texts if t.get_text() == ""]
+    assert len(arrows) == 2 + 2  # fan-out to two branches, then lane to lane (not 2 x 2)
+    # the lane arrows stay level: scores -> flat scores, deltas -> flat deltas
+    lane_arrows = [a for a in arrows if a.xyann[0] > drawn[1][0].get_x()]
+    assert sorted(round(a.xy[1] - a.xyann[1], 9) for a in lane_arrows) == [0.0, 0.0]
+    plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    ("stages", "kwargs", "error", "match"),
+    [
+        ([], {}, ValueError, "stages must be"),
+        ("image", {}, ValueError, "stages must be"),
+        (["image", []], {}, ValueError, r"stages\[1\]"),
+        (["image", [3]], {}, TypeError, r"stages\[1\] captions must be str"),
+        (["image", " "], {}, ValueError, "empty caption"),
+        (["image", "CNN"], {"highlight": [2]}, ValueError, "highlight"),
+    ],
+)
+def test_draw_pipeline_errors(stages, kwargs, error, match):
+    from coursepkg.viz import draw_pipeline
+
+    with pytest.raises(error, match=match):
+        draw_pipeline(stages, **kwargs)
+    plt.close("all")
+
+
+def test_glue_hands_the_prose_plain_python_numbers():
+    """numpy 2 writes np.float64(0.44) as the value's text: the page must read 0.44."""
+    from coursepkg.viz import glue
+
+    for value, plain in [
+        (np.float64(0.44), 0.44),
+        (np.int64(7), 7),
+        (np.array(0.5), 0.5),
+        (torch.tensor(0.25), 0.25),
+        (torch.tensor([3]), 3),
+    ]:
+        out = glue("x", value)
+        assert type(out) is type(plain) and out == plain
+        assert repr(out) == repr(plain)
+    assert glue("x", "1,024") == "1,024"
+    with pytest.raises(ValueError, match="shape"):
+        glue("x", np.zeros(2))
+    with pytest.raises(ValueError, match="shape"):
+        glue("x", torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        glue("x", float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        glue("x", np.float32("nan"))

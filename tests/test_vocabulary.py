@@ -19,8 +19,20 @@ import torch
 
 import coursepkg
 from coursepkg.models.fast_rcnn import multi_task_loss
+from coursepkg.models.retinanet import retinanet_loss
 from coursepkg.models.roi_heads import fastrcnn_loss
 from coursepkg.models.rpn import rpn_loss
+from coursepkg.models.yolo import yolo_v1_loss
+from coursepkg.ops.confidence import confidence_loss
+from coursepkg.ops.focal import sigmoid_focal_loss
+from coursepkg.ops.iou_losses import (
+    ciou_loss,
+    diou_loss,
+    giou_loss,
+    iou_loss,
+    log_iou_loss,
+    rectified_iou_loss,
+)
 
 # retired -> current. A name is retired on its own and after a config prefix (``rpn_``, ``svm_``...).
 RETIRED = {
@@ -240,12 +252,74 @@ def _roi_inputs() -> tuple:
     )
 
 
-# name -> (loss, inputs, fields, normaliser of the "mean" reduction for each field)
+def _yolo_inputs() -> tuple:
+    g = torch.Generator().manual_seed(2)
+    n, s, b, c = 3, 4, 2, 3
+    labels = torch.randint(-1, c, (n, s, s), generator=g)  # -1: a cell without object
+    return (
+        torch.rand(n, s, s, b * 5 + c, generator=g),
+        torch.rand(n, s, s, 4, generator=g),
+        labels,
+    )
+
+
+def _confidence_inputs() -> tuple:
+    g = torch.Generator().manual_seed(2)
+    labels = torch.tensor([1, 0, -1, 1, 0, 0, -1, 1, 0, -1, 0, 1])
+    return torch.randn(12, generator=g) * 4, labels
+
+
+def _box_pairs() -> tuple:
+    g = torch.Generator().manual_seed(2)
+    xy = torch.rand(9, 2, generator=g) * 50
+    boxes1 = torch.cat([xy, xy + torch.rand(9, 2, generator=g) * 30], dim=1)
+    xy = torch.rand(9, 2, generator=g) * 50
+    return boxes1, torch.cat([xy, xy + torch.rand(9, 2, generator=g) * 30], dim=1)
+
+
+def _focal_inputs() -> tuple:
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(9, generator=g), (torch.rand(9, generator=g) < 0.3).float()
+
+
+def _retinanet_inputs() -> tuple:
+    g = torch.Generator().manual_seed(3)
+    b, n, k = 4, 6, 3
+    labels = torch.tensor([[1, 0, -1, 0, 1, 0], [0, 0, 0, -1, 0, 0], [1, 1, 0, 0, 0, -1], [0] * 6])
+    classes = torch.where(labels == 1, torch.randint(0, k, (b, n), generator=g), -1)
+    return (
+        torch.randn(b, n, k, generator=g),
+        torch.randn(b, n, 4, generator=g),
+        labels,
+        classes,
+        torch.randn(b, n, 4, generator=g),
+    )
+
+
+# name -> (loss, inputs, fields); no fields: the loss returns one tensor
 LOSSES: dict[str, tuple[Callable, Callable[[], tuple], tuple[str, ...]]] = {
+    "confidence_loss": (confidence_loss, _confidence_inputs, ()),
     "rpn_loss": (rpn_loss, _rpn_inputs, ("objectness", "box", "total")),
     "fastrcnn_loss": (fastrcnn_loss, _roi_inputs, ("classification", "box_regression")),
     "multi_task_loss": (multi_task_loss, _roi_inputs, ("classification", "box_regression")),
+    "iou_loss": (iou_loss, _box_pairs, ()),
+    "log_iou_loss": (log_iou_loss, _box_pairs, ()),
+    "giou_loss": (giou_loss, _box_pairs, ()),
+    "diou_loss": (diou_loss, _box_pairs, ()),
+    "ciou_loss": (ciou_loss, _box_pairs, ()),
+    "rectified_iou_loss": (rectified_iou_loss, _box_pairs, ()),
+    "yolo_v1_loss": (yolo_v1_loss, _yolo_inputs, ("coord", "size", "obj", "noobj", "cls", "total")),
+    "sigmoid_focal_loss": (sigmoid_focal_loss, _focal_inputs, ()),
+    # per image ("none": [B]); "mean" over the batch is torchvision's normalisation
+    "retinanet_loss": (retinanet_loss, _retinanet_inputs, ("classification", "box_regression")),
 }
+# The reduction a loss applies when none is asked for: "mean" like torch, except where the trusted
+# library defaults otherwise (torchvision.ops.sigmoid_focal_loss: "none").
+DEFAULT_REDUCTION = {"sigmoid_focal_loss": "none"}
+
+
+def _field(result: object, field: str | None) -> torch.Tensor:
+    return result if field is None else getattr(result, field)
 
 
 def test_every_loss_of_the_package_is_listed():
@@ -266,12 +340,13 @@ def test_loss_reductions_agree_like_torch(name):
     none, total, mean = (loss(*args, reduction=r) for r in ("none", "sum", "mean"))
     default = loss(*args)
     n = args[0].shape[0]
-    for field in fields:
-        per_item = getattr(none, field)
+    for field in fields or (None,):
+        per_item = _field(none, field)
         assert per_item.shape == (n,), (field, per_item.shape)
-        torch.testing.assert_close(per_item.sum(), getattr(total, field))
-        assert getattr(mean, field).dim() == 0
-        torch.testing.assert_close(getattr(default, field), getattr(mean, field), rtol=0, atol=0)
+        torch.testing.assert_close(per_item.sum(), _field(total, field))
+        assert _field(mean, field).dim() == 0
+        expected = {"none": none, "sum": total, "mean": mean}[DEFAULT_REDUCTION.get(name, "mean")]
+        torch.testing.assert_close(_field(default, field), _field(expected, field), rtol=0, atol=0)
 
 
 def test_rpn_and_roi_means_use_the_documented_normalisers():

@@ -133,19 +133,36 @@ def get_profile(name: str | None = None) -> Profile:
 
 
 def describe_runtime(profile: Profile | None = None) -> str:
-    """Print (and return) the versions, device and profile a chapter runs with."""
-    import matplotlib
+    """Print (and return) one line: the device found, the profile, and the versions in use.
+
+    This is the last line of every chapter's setup cell. On Colab it is how a learner sees that
+    the GPU runtime is on and that the course kept Colab's own torch; without a GPU it says how to
+    switch one on there. Example::
+
+        GPU found: cuda (Tesla T4) | profile: gpu | torch 2.8.0+cu126 | coursepkg 0.1.0 | python 3.12.11 | numpy 2.0.2 | 2 cpu threads
+
+    Chapter: every chapter's setup cell.
+    """
+    import sys
+
     import numpy
 
     import coursepkg
 
     profile = profile or get_profile()
     device = default_device()
-    gpu = f" ({torch.cuda.get_device_name(0)})" if device.type == "cuda" else ""
+    if device.type == "cuda":
+        found = f"GPU found: cuda ({torch.cuda.get_device_name(0)})"
+    elif device.type == "mps":
+        found = "GPU found: mps (Apple)"
+    elif "google.colab" in sys.modules:
+        found = "no GPU found (Colab: Runtime > Change runtime type > GPU), running on cpu"
+    else:
+        found = "no GPU found, running on cpu"
     text = (
-        f"python {platform.python_version()} | torch {torch.__version__} | numpy {numpy.__version__}"
-        f" | matplotlib {matplotlib.__version__} | coursepkg {coursepkg.__version__}\n"
-        f"device: {device}{gpu} | profile: {profile.name} | cpu threads: {torch.get_num_threads()}"
+        f"{found} | profile: {profile.name} | torch {torch.__version__} | coursepkg "
+        f"{coursepkg.__version__} | python {platform.python_version()} | numpy {numpy.__version__}"
+        f" | {torch.get_num_threads()} cpu threads"
     )
     print(text)
     return text

@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 from tqdm import TqdmExperimentalWarning
@@ -86,6 +87,22 @@ from coursepkg.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
     verify_model,
+)
+from coursepkg.engine.distributed import (
+    ShardedSampler,
+    all_gather_objects,
+    all_reduce_mean,
+    barrier,
+    broadcast_buffers,
+    convert_sync_batchnorm,
+    get_rank,
+    get_world_size,
+    init_distributed_from_env,
+    is_distributed,
+    is_main_process,
+    local_device,
+    raise_as_distributed_error,
+    wrap_for_training,
 )
 from coursepkg.engine.runtime import resolve_device
 from coursepkg.models.detector import Detector, check_detections, check_losses, check_targets
@@ -289,11 +306,13 @@ def _make_loader(
     *,
     batch_size: int,
     num_workers: int,
-    shuffle: bool,
-    generator: torch.Generator | None,
     pin_memory: bool,
+    sampler_for: Callable[[int], ShardedSampler] | None = None,
 ) -> DataLoader:
-    """A DataLoader over ``data`` (a map-style dataset), or ``data`` itself if it is one."""
+    """A DataLoader over ``data`` (a map-style dataset), or ``data`` itself if it is one.
+
+    ``sampler_for(len(data))`` gives the order of the items (default: the dataset's order).
+    """
     if isinstance(data, DataLoader):
         loader = data
     else:
@@ -309,8 +328,7 @@ def _make_loader(
         loader = DataLoader(
             data,
             batch_size=batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=None if sampler_for is None else sampler_for(len(data)),
             num_workers=num_workers,
             pin_memory=pin_memory,
             collate_fn=collate_detection,
@@ -365,13 +383,14 @@ def _to_device(target: Mapping[str, Any], device: torch.device) -> dict[str, Any
     }
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of epoch ``epoch``'s shuffling generator: a hash of (seed, epoch)."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+def _seed_everything(seed: int, rank: int = 0) -> None:
+    """Seed the global generators; fit calls it only inside :func:`isolated_rng`.
 
-
-def _seed_everything(seed: int) -> None:
-    """Seed the global generators; fit calls it only inside :func:`isolated_rng`."""
+    Process 0 (and a single process) uses ``seed`` itself; process ``r`` > 0 a hash of
+    ``(seed, r)``, so that the processes draw different dropout masks and samples.
+    """
+    if rank > 0:
+        seed = int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -427,6 +446,9 @@ class _Run:
     history: History
     step: int = 0  # optimisation steps done so far
     loss_keys: tuple[str, ...] | None = None
+    # Under a process group: DDP(DetectorLossModule(model)), whose forward is model.losses and
+    # whose backward averages the gradients over the processes. None in a single process.
+    ddp: DistributedDataParallel | None = None
 
 
 def _train_step(run: _Run, images: Tensor, targets: Sequence[Mapping[str, Any]]) -> float:
@@ -435,7 +457,7 @@ def _train_step(run: _Run, images: Tensor, targets: Sequence[Mapping[str, Any]])
     images = images.to(run.device, non_blocking=True)
     targets = [_to_device(target, run.device) for target in targets]
     with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.use_amp):
-        losses = run.model.losses(images, targets)
+        losses = run.model.losses(images, targets) if run.ddp is None else run.ddp(images, targets)
     values = check_losses(losses, step=step)
     _check_loss_keys(run, tuple(values), step)
     # Sum in float32: under autocast some terms may come back in float16.
@@ -469,6 +491,9 @@ def _train_step(run: _Run, images: Tensor, targets: Sequence[Mapping[str, Any]])
         run.scheduler.step()
 
     run.step = step
+    if run.ddp is not None:  # log the mean over the processes: the loss of the whole batch
+        means = all_reduce_mean(torch.tensor(list(values.values()), device=run.device)).tolist()
+        values = dict(zip(values, means, strict=True))
     train_loss = sum(values.values())
     _append_row(
         run.history.per_step,
@@ -557,7 +582,8 @@ def _restore(run: _Run, checkpoint: Mapping[str, Any], path: Path) -> None:
             run.scaler.load_state_dict(checkpoint["scaler"])
         run.history = _history_from(checkpoint)
         run.step = int(checkpoint["global_step"])
-        set_rng_state(checkpoint["rng"])
+        # One state per process under a process group (the config's world_size matched).
+        set_rng_state(checkpoint.get("rng_per_rank", [checkpoint["rng"]])[get_rank()])
     except (KeyError, ValueError, TypeError, RuntimeError) as error:
         raise CheckpointError(
             path, f"cannot be restored ({type(error).__name__}: {error})"
@@ -663,13 +689,25 @@ def fit(
     seed: int = 0,
     progress: bool = True,
     evaluate_every: int = 1,
+    sync_batchnorm: bool = False,
 ) -> History:
     """Train ``model`` on ``train_data`` for ``epochs`` epochs; return what was logged.
 
     The model is moved to ``device``, trained in place, and left in ``eval()`` mode on it.
 
+    Under ``torchrun --nproc-per-node N`` (or any running process group, see
+    :mod:`coursepkg.engine.distributed`) the same call trains on N processes: each runs on its
+    ``LOCAL_RANK``'s device, reads its shard of the data (batch ``batch_size`` per process, so
+    ``N * batch_size`` per step), and steps through ``DistributedDataParallel``, which averages
+    the gradients; the losses in the history are averaged over the processes; validation mAP is
+    computed once over the whole validation set; only rank 0 shows progress and writes
+    checkpoints (the others wait for it), and every rank resumes from the same file. N processes
+    with batch b follow the trajectory of one process with batch N * b (up to float rounding and
+    batch norm, whose statistics stay per process unless ``sync_batchnorm``).
+
     Args:
-        model: a :class:`coursepkg.models.detector.Detector`.
+        model: a :class:`coursepkg.models.detector.Detector` (or one wrapped in
+            ``DistributedDataParallel``, which is unwrapped: ``fit`` wraps it itself).
         train_data: a map-style dataset of ``(image [3, H, W], target)`` items, batched with
             :func:`coursepkg.data.collate_detection` and shuffled by an explicit generator
             seeded from ``(seed, epoch)``; or a DataLoader yielding ``(images [B, 3, H, W],
@@ -702,6 +740,9 @@ def fit(
             weights are the caller's business.
         progress: show a tqdm progress bar per epoch with the live loss.
         evaluate_every: evaluate ``val_data`` every this many epochs, and after the last one.
+        sync_batchnorm: under a process group, compute batch-norm statistics over the images of
+            all processes (``SyncBatchNorm``, GPUs only; the model's layers are converted in
+            place). Ignored in a single process.
 
     Returns:
         The :class:`History`. If the checkpoint says this run is already complete, its stored
@@ -718,32 +759,56 @@ def fit(
         FloatingPointError: on a NaN or inf loss or gradient norm, naming the step and every term.
         CheckpointError: if ``last.pt`` and ``previous.pt`` are both unreadable, or the
             checkpoint is from another model or from a run with other settings.
+        DistributedError: under a process group, when another process stopped or did not
+            answer within the group's timeout.
 
     Chapter: book/training.
     """
+    while isinstance(model, DistributedDataParallel):  # fit(DDP(model)): fit wraps it itself
+        model = model.module
     _check_fit_arguments(
         model=model, train_data=train_data, val_data=val_data, epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         grad_clip=grad_clip, num_workers=num_workers, seed=seed, evaluate_every=evaluate_every,
-        flags={"amp": amp, "resume": resume, "progress": progress},
+        flags={"amp": amp, "resume": resume, "progress": progress,
+               "sync_batchnorm": sync_batchnorm},
     )  # fmt: skip
     folder = _check_checkpoint_dir(checkpoint_dir)
+    # Under torchrun: join the process group; each process trains on LOCAL_RANK's device.
+    distributed = init_distributed_from_env()
+    if distributed and (device is None or str(device) == "cuda"):
+        device = local_device()
     device = resolve_device(device)
+    if distributed and sync_batchnorm and device.type == "cpu":
+        raise ValueError(
+            "sync_batchnorm=True needs GPUs: torch's SyncBatchNorm does not run on the CPU; "
+            "pass sync_batchnorm=False (each process then normalises with its own statistics)"
+        )
     use_amp = amp and device.type == "cuda"
+    rank, world_size = get_rank(), get_world_size()
 
-    # 1. Data: the shuffling order of epoch e comes from a generator seeded by (seed, e).
-    shuffle_generator = torch.Generator()
+    # 1. Data: the order of epoch e is a permutation drawn from (seed, e); process r of N reads
+    # every N-th item of it (one process: all of it).
     options = {
         "batch_size": DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
         "num_workers": 0 if num_workers is None else num_workers,
         "pin_memory": device.type == "cuda",
     }
     train_loader = _make_loader(
-        "train_data", train_data, shuffle=True, generator=shuffle_generator, **options
-    )
+        "train_data", train_data,
+        sampler_for=functools.partial(
+            ShardedSampler, num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+        ),
+        **options,
+    )  # fmt: skip
     val_loader = None
     if val_data is not None:
-        val_loader = _make_loader("val_data", val_data, shuffle=False, generator=None, **options)
+        shard = None  # one process evaluates the dataset in order
+        if distributed:  # each process evaluates its share, without padding; evaluate gathers
+            shard = functools.partial(
+                ShardedSampler, num_replicas=world_size, rank=rank, shuffle=False, pad=False
+            )
+        val_loader = _make_loader("val_data", val_data, sampler_for=shard, **options)
     total_steps = epochs * len(train_loader)
     if warmup_steps is None:
         warmup_steps = round(DEFAULT_WARMUP_FRACTION * total_steps)
@@ -751,6 +816,8 @@ def fit(
         raise ValueError(
             f"warmup_steps must be <= the {total_steps} steps of the run, got {warmup_steps}"
         )
+    if distributed and sync_batchnorm:
+        model = convert_sync_batchnorm(model)
 
     # Everything from here draws from the global generators only inside this block, which gives
     # the caller's states back on the way out.
@@ -764,8 +831,7 @@ def fit(
             model, train_loader, val_loader, optimizer=optimizer, lr=lr,
             weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
             epochs=epochs, device=device, use_amp=use_amp, folder=folder, resume=resume,
-            seed=seed, progress=progress, evaluate_every=evaluate_every,
-            shuffle_generator=shuffle_generator,
+            seed=seed, progress=progress and is_main_process(), evaluate_every=evaluate_every,
         )  # fmt: skip
 
 
@@ -787,17 +853,18 @@ def _train(
     seed: int,
     progress: bool,
     evaluate_every: int,
-    shuffle_generator: torch.Generator,
 ) -> History:
     """The body of :func:`fit` once its arguments are checked, inside :func:`isolated_rng`."""
     # 2. Optimizer, schedule, loss scaler.
     model.to(device)
     optim = _make_optimizer(model, optimizer, lr, weight_decay)
     total_steps = epochs * len(train_loader)
+    rank, world_size = get_rank(), get_world_size()
     config = {  # what shapes the trajectory; resuming with other values is refused
         "epochs": epochs,
         "steps_per_epoch": len(train_loader),
-        "batch_size": train_loader.batch_size,
+        "batch_size": train_loader.batch_size,  # per process
+        "world_size": world_size,
         "optimizer": optimizer if isinstance(optimizer, str) else "custom",
         "lr": optim.param_groups[0]["lr"],
         "weight_decay": optim.param_groups[0].get("weight_decay"),
@@ -817,7 +884,8 @@ def _train(
         history=History(),
     )
 
-    # 3. Resume (from last.pt, or previous.pt if last.pt is unreadable), or start afresh.
+    # 3. Resume (from last.pt, or previous.pt if last.pt is unreadable), or start afresh. Every
+    # process reads the same file (onto the CPU, then into its own model); only rank 0 writes.
     path = previous = None
     start_epoch = 0
     # Whether the next save keeps the file it replaces as previous.pt: not when that file is
@@ -825,7 +893,8 @@ def _train(
     keep_previous, drop_previous = True, False
     if folder is not None:
         path, previous = folder / CHECKPOINT_NAME, folder / PREVIOUS_CHECKPOINT_NAME
-        remove_stale_temp_files(path)
+        if is_main_process():
+            remove_stale_temp_files(path)
     if path is not None and resume and (path.exists() or previous.exists()):
         loaded = load_latest_checkpoint(path, previous)
         _load_for(run, loaded.state, loaded.path, config)
@@ -846,19 +915,27 @@ def _train(
         if progress:
             print(f"resuming from {loaded.path} after epoch {start_epoch}/{epochs}")
     else:
-        _seed_everything(seed)
+        _seed_everything(seed, rank)
         keep_previous = False
         drop_previous = previous is not None and previous.exists()
+    if world_size > 1:
+        run.ddp = wrap_for_training(model, device)  # starts every process from rank 0's weights
 
     # 4. Train, evaluate, checkpoint.
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
-        shuffle_generator.manual_seed(_epoch_seed(seed, epoch))
-        losses, bar = _train_epoch(run, train_loader, epoch=epoch, epochs=epochs, progress=progress)
+        if hasattr(train_loader.sampler, "set_epoch"):  # ours, or a DistributedSampler
+            train_loader.sampler.set_epoch(epoch)
+        with raise_as_distributed_error(f"epoch {epoch + 1}"):
+            losses, bar = _train_epoch(
+                run, train_loader, epoch=epoch, epochs=epochs, progress=progress
+            )
+            broadcast_buffers(model)  # one model: rank 0's batch-norm statistics everywhere
         last = epoch + 1 == epochs
         stats = {}
         if val_loader is not None and ((epoch + 1) % evaluate_every == 0 or last):
-            stats = evaluate(model, val_loader, device=device)
+            with raise_as_distributed_error(f"the evaluation after epoch {epoch + 1}"):
+                stats = evaluate(model, val_loader, device=device)
         row = {
             "epoch": epoch + 1,
             "epoch_loss": sum(losses) / len(losses),
@@ -869,16 +946,35 @@ def _train(
         bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k in ("epoch_loss", "val_map")})
         bar.close()
         if path is not None:
-            save_checkpoint(
-                _checkpoint_state(run, epoch=epoch + 1, complete=last, config=config),
-                path,
-                previous=previous if keep_previous else None,
-            )
-            if drop_previous:
-                previous.unlink(missing_ok=True)
+            with raise_as_distributed_error(f"the checkpoint after epoch {epoch + 1}"):
+                _save(run, path, previous if keep_previous else None, epoch=epoch + 1,
+                      complete=last, config=config, drop_previous=drop_previous)  # fmt: skip
             keep_previous, drop_previous = True, False
     model.eval()
     return run.history
+
+
+def _save(
+    run: _Run,
+    path: Path,
+    previous: Path | None,
+    *,
+    epoch: int,
+    complete: bool,
+    config: dict[str, Any],
+    drop_previous: bool,
+) -> None:
+    """Rank 0 writes the checkpoint (with every process's generator states); all wait for it."""
+    # A collective: every process sends its states, rank 0 keeps them.
+    rng_per_rank = all_gather_objects(get_rng_state()) if is_distributed() else None
+    if is_main_process():
+        state = _checkpoint_state(run, epoch=epoch, complete=complete, config=config)
+        if rng_per_rank is not None:
+            state["rng_per_rank"] = rng_per_rank
+        save_checkpoint(state, path, previous=previous)
+        if drop_previous:
+            path.with_name(PREVIOUS_CHECKPOINT_NAME).unlink(missing_ok=True)
+    barrier()  # nobody reads or replaces the file before it is complete
 
 
 # --------------------------------------------------------------------------- inference
@@ -898,6 +994,11 @@ def evaluate(
     Runs ``model.detect`` in ``eval()`` mode under ``torch.no_grad()`` (and restores the previous
     mode), checks every batch of detections against the contract, and feeds them, on the CPU,
     with the ground truth to the metric.
+
+    Under a process group (see :mod:`coursepkg.engine.distributed`), a dataset is split between
+    the processes (every N-th image each, none twice); the detections and targets are gathered
+    in the dataset's order and every process computes the same mAP over the whole dataset, equal
+    to one process's. A DataLoader is used as it is, on every process.
 
     Args:
         model: a :class:`coursepkg.models.detector.Detector`.
@@ -930,17 +1031,24 @@ def evaluate(
             "batch_size and num_workers apply to datasets; set them on your DataLoader instead"
         )
     device = _model_device(model) if device is None else resolve_device(device)
+    shard = None
+    if is_distributed():  # every N-th image per process, none twice
+        shard = functools.partial(
+            ShardedSampler, num_replicas=get_world_size(), rank=get_rank(), shuffle=False, pad=False
+        )
     loader = _make_loader(
         "data",
         data,
         batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
         num_workers=0 if num_workers is None else num_workers,
-        shuffle=False,
-        generator=None,
         pin_memory=device.type == "cuda",
+        sampler_for=shard,
     )
     model.to(device)
     metric = MeanAveragePrecision()
+    # A process's share of a dataset: keep its results, gather everyone's at the end.
+    sharded = isinstance(loader.sampler, ShardedSampler) and loader.sampler.num_replicas > 1
+    kept: tuple[list, list] = ([], [])
     was_training = model.training
     model.eval()
     try:
@@ -951,18 +1059,32 @@ def evaluate(
                 images, targets = _check_batch(batch, where=f"batch {index + 1} of data")
                 detections = model.detect(images.to(device, non_blocking=True))
                 check_detections(detections, images.shape[0])
-                metric.update(
-                    [_to_device(det, torch.device("cpu")) for det in detections],
-                    [_to_device(target, torch.device("cpu")) for target in targets],
-                )
+                detections = [_to_device(det, torch.device("cpu")) for det in detections]
+                targets = [_to_device(target, torch.device("cpu")) for target in targets]
+                if sharded:
+                    kept[0].extend(detections)
+                    kept[1].extend(targets)
+                else:
+                    metric.update(detections, targets)
     finally:
         model.train(was_training)
+    if sharded:
+        metric.update(*_gather_in_dataset_order(list(loader.sampler), *kept))
     stats = metric.compute()
     return {
         key: float(value)
         for key, value in stats.items()
         if isinstance(value, int | float) or (isinstance(value, Tensor) and value.dim() == 0)
     }
+
+
+def _gather_in_dataset_order(
+    indices: list[int], detections: list[dict[str, Tensor]], targets: list[dict[str, Any]]
+) -> tuple[list[dict[str, Tensor]], list[dict[str, Any]]]:
+    """Every process's detections and targets (CPU), in the order of the dataset's indices."""
+    gathered = all_gather_objects(list(zip(indices, detections, targets, strict=True)))
+    merged = sorted((item for part in gathered for item in part), key=lambda item: item[0])
+    return [det for _, det, _ in merged], [target for _, _, target in merged]
 
 
 def predict(model: Detector, images: Tensor | Sequence[Tensor]) -> list[dict[str, Tensor]]:

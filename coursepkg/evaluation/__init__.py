@@ -34,7 +34,9 @@ Reference oracles (pycocotools) appear only in the tests and ``benchmarks/bench_
 Modules: :mod:`~coursepkg.evaluation.ap` (AP of one curve), :mod:`~coursepkg.evaluation.voc`
 (VOC matching and per-class AP), :mod:`~coursepkg.evaluation.coco` (COCO mAP/mAR equal to
 pycocotools, vectorised), :mod:`~coursepkg.evaluation.coco_reference` (the same numbers, one image
-and class at a time, written to be read; the chapter shows it). This package imports only :mod:`coursepkg.ops`.
+and class at a time, written to be read; the chapter shows it),
+:mod:`~coursepkg.evaluation.error_analysis` (TIDE's six error types and the AP each costs, equal
+to the authors' ``tidecv``). This package imports only :mod:`coursepkg.ops`.
 
 Chapter: book/04_evaluation
 """
@@ -55,6 +57,7 @@ from coursepkg.evaluation.coco import (
     MeanAveragePrecision,
 )
 from coursepkg.evaluation.coco_reference import coco_evaluate_reference
+from coursepkg.evaluation.error_analysis import ERROR_TYPES, ErrorBreakdown, error_breakdown
 from coursepkg.evaluation.voc import (
     DetectionMatch,
     VOCResult,
@@ -75,6 +78,9 @@ __all__ = [
     "COCO_STAT_NAMES",
     "MeanAveragePrecision",
     "coco_evaluate_reference",
+    "ERROR_TYPES",
+    "ErrorBreakdown",
+    "error_breakdown",
     "DetectionMatch",
     "VOCResult",
     "match_detections",

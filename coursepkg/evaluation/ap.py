@@ -21,6 +21,7 @@ VOC_RECALL_POINTS = np.linspace(0.0, 1.0, 11)  # VOC 2007's 0.0, 0.1, ..., 1.0
 # COCO's 101 recall thresholds, built exactly as pycocotools builds them (np.linspace).
 COCO_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)  # [R] = 0.00, 0.01, ..., 1.00
 
+
 def _as_curve(values: object, name: str) -> Tensor:
     """A 1-D float tensor with values in [0, 1] (array-likes become float64)."""
     if isinstance(values, Tensor):
@@ -67,12 +68,15 @@ def _eleven_point_ap(recall: Tensor, precision: Tensor) -> Tensor:
     return best.sum() / len(points)
 
 
-def _hundred_one_point_ap(recall: Tensor, precision: Tensor) -> Tensor:
+def _hundred_one_point_ap(
+    recall: Tensor, precision: Tensor, thresholds: np.ndarray = COCO_RECALL_THRESHOLDS
+) -> Tensor:
     """COCO: mean over 101 recall thresholds of the envelope at the first point with recall >= r.
 
-    No sentinels: a threshold beyond the largest recall contributes 0.
+    No sentinels: a threshold beyond the largest recall contributes 0. ``thresholds`` lets TIDE's
+    error analysis sample at ``i / 100`` instead of pycocotools' ``np.linspace`` (last-bit apart).
     """
-    points = torch.as_tensor(COCO_RECALL_THRESHOLDS, dtype=recall.dtype, device=recall.device)
+    points = torch.as_tensor(thresholds, dtype=recall.dtype, device=recall.device)
     if recall.numel() == 0:
         return recall.new_zeros(())
     envelope = _precision_envelope(precision)  # [N]
@@ -93,19 +97,21 @@ def average_precision(recall: Tensor, precision: Tensor, method: str = "all-poin
     """Average precision: the area under a precision/recall curve after interpolation.
 
     The curve is first made non-increasing from the right, ``p_interp(r) = max_{r' >= r} p(r')``
-    (a detector that reaches more recall at better precision further down the list gets credit
+    (Eq. (eq-interp) of book/04_evaluation; a detector that reaches more recall at better precision further down the list gets credit
     for it). Then, by ``method``:
 
     * ``"all-point"`` (PASCAL VOC 2010 and later; Padilla et al.'s ``CalculateAveragePrecision``,
       the lecture notes' code): append the sentinels (recall 0, precision 0) and (recall 1,
       precision 0) and sum the rectangles ``(r_n - r_{n-1}) * p_interp(r_n)`` wherever recall
-      changes: the exact area under the step curve.
+      changes: the exact area under the step curve. Implements Eq. (eq-ap-all-point) of
+      book/04_evaluation.
     * ``"11-point"`` (VOC 2007): ``(1/11) * sum_{r in {0, 0.1, ..., 1}} p_interp(r)``, where
       ``p_interp(r)`` is the largest precision at recall ``>= r`` and 0 when recall ``r`` is never
-      reached. No sentinels.
+      reached. No sentinels. Implements Eq. (eq-ap-11-point) of book/04_evaluation.
     * ``"101-point"`` (COCO, per IoU threshold): for each ``r`` in ``{0, 0.01, ..., 1}`` take the
       interpolated precision at the *first* point with recall ``>= r`` (``searchsorted``, side
-      left) and 0 when ``r`` is beyond the largest recall; average the 101 values.
+      left) and 0 when ``r`` is beyond the largest recall; average the 101 values. Implements
+      Eq. (eq-ap-101-point) of book/04_evaluation.
 
     The lecture notes' example, recall ``[0.25, 0.5, 0.75]`` at precision ``[1, 1, 1]``, gives
     0.75, 8/11 = 0.7273 and 76/101 = 0.7525 with the three methods.
@@ -158,6 +164,7 @@ def precision_recall(tp: Tensor, num_gt: int) -> PrecisionRecall:
 
     ``precision_i = TP_i / (TP_i + FP_i)`` and ``recall_i = TP_i / num_gt``, where ``TP_i`` and
     ``FP_i`` count the true and false positives among the first ``i + 1`` detections.
+    Implements Eq. (eq-precision-recall) of book/04_evaluation.
 
     Args:
         tp: ``[D]`` bool, whether each detection (descending score order) is a true positive.
@@ -187,4 +194,3 @@ def precision_recall(tp: Tensor, num_gt: int) -> PrecisionRecall:
     if tp.numel() and tp_count[-1] > num_gt:
         raise ValueError(f"tp has {int(tp_count[-1])} true positives but num_gt is {num_gt}")
     return PrecisionRecall(precision=tp_count / (tp_count + fp_count), recall=tp_count / num_gt)
-

@@ -66,7 +66,9 @@ def match_detections(
     that IoU is ``>= iou_threshold`` and the GT is still free, and then claims it; otherwise it is
     a false positive. A detection whose best GT was already claimed does NOT fall back to its
     second-best GT. This is the PASCAL VOC devkit's rule and Padilla et al.'s
-    (``GetPascalVOCMetrics``); COCO differs (see :class:`MeanAveragePrecision`).
+    (``GetPascalVOCMetrics``); COCO differs (see :class:`MeanAveragePrecision`). The chapter
+    builds it step by step (section "True and false positives" of book/04_evaluation) and checks
+    it equals this function; its TP flags feed Eq. (eq-precision-recall) there.
 
     Args:
         pred_boxes: ``[D, 4]`` xyxy detections.
@@ -141,8 +143,10 @@ def voc_average_precision(
     For each class: every image's detections are matched with :func:`match_detections`; all the
     class's detections are then ranked by score (ties: earlier image first, then the per-image
     order), precision and recall follow from the running TP and FP counts
-    (:func:`precision_recall`, recall over all the class's GT objects) and the AP from
-    :func:`average_precision`. mAP is the mean over classes with ground truth. Crowd flags and
+    (:func:`precision_recall`, recall over all the class's GT objects; Eq. (eq-precision-recall)
+    of book/04_evaluation) and the AP from :func:`average_precision`. With
+    ``iou_threshold=0.3`` and ``legacy_plus_one=True`` it gives the numbers of the notes' ``AP``
+    function (the chapter checks it on random datasets). mAP is the mean over classes with ground truth. Crowd flags and
     areas in the targets are ignored (VOC has neither; its "difficult" objects are not modelled).
 
     Args:

@@ -16,7 +16,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-PARTS = ("coursepkg.grading.part1", "coursepkg.grading.part2")
+PARTS = (
+    "coursepkg.grading.part1",
+    "coursepkg.grading.part2",
+    "coursepkg.grading.part3",
+    "coursepkg.grading.part4",
+)
 """The modules whose ``QUESTIONS`` tuple make up the bank, in course order."""
 
 

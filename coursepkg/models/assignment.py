@@ -28,6 +28,7 @@ Chapter: book/07_faster_rcnn (section "Which anchors are positive").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -65,13 +66,16 @@ def match_anchors(
 ) -> AnchorMatch:
     """Label anchors positive / negative / ignored from their IoU with the ground truths.
 
-    Faster R-CNN §3.1.2: positive if ``max IoU >= fg_iou_thresh``; negative if
-    ``max IoU < bg_iou_thresh``; ignored in between. With ``allow_low_quality_matches``, for every
+    Implements equation ``anchor-labels`` of book/07_faster_rcnn (Faster R-CNN §3.1.2): positive
+    if ``max IoU >= fg_iou_thresh``; negative if ``max IoU < bg_iou_thresh``; ignored in between. With ``allow_low_quality_matches``, for every
     ground truth the anchors that reach its highest IoU (all of them on ties) also become positive,
     matched to *their own* best ground truth (torchvision's rule). A ground truth whose best IoU is 0
     (for example a zero-area box) adds no such match: torchvision would turn every anchor with IoU 0
     to it positive, a quirk inherited from py-faster-rcnn that we guard against. Otherwise the
     result equals torchvision's ``Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches)``.
+    The best-anchor rule is applied last, so it wins over the negative rule; the lecture notes set
+    the negatives last, which turns a best anchor with IoU below ``bg_iou_thresh`` back into a
+    negative (the chapter runs their code to show it).
 
     Args:
         iou_matrix: [G, A] float, IoU of ground truth ``g`` with anchor ``a``. G = 0 (an image
@@ -125,15 +129,18 @@ def _match_anchors(
         )
 
     best_iou, matched_gt = iou_matrix.max(dim=0)  # [A] each: best ground truth per anchor
-    labels = torch.full((num_anchors,), IGNORED, dtype=torch.int64, device=device)
-    labels[best_iou < bg_iou_thresh] = NEGATIVE
-    labels[best_iou >= fg_iou_thresh] = POSITIVE
-
+    # torch.where, not labels[mask] = v: a boolean-mask assignment waits for the device on a GPU.
+    positive = best_iou >= fg_iou_thresh  # [A]
     if allow_low_quality_matches and num_anchors > 0:
         best_per_gt = iou_matrix.max(dim=1).values  # [G]
         # Every anchor that reaches its ground truth's best IoU, ties included; skip best IoU 0.
         is_best = (iou_matrix == best_per_gt[:, None]) & (best_per_gt[:, None] > 0)  # [G, A]
-        labels[is_best.any(dim=0)] = POSITIVE
+        positive |= is_best.any(dim=0)
+    labels = torch.where(
+        positive,
+        POSITIVE,
+        torch.where(best_iou < bg_iou_thresh, NEGATIVE, IGNORED),
+    ).to(torch.int64)  # [A]
     return AnchorMatch(matched_gt=matched_gt, labels=labels)
 
 
@@ -145,6 +152,7 @@ def sample_balanced(
 ) -> SampledAnchors:
     """Pick a mini-batch of anchors with at most ``positive_fraction`` positives.
 
+    Implements equation ``balanced-sample`` of book/07_faster_rcnn.
     ``num_pos = min(#positives, int(batch_size_per_image * positive_fraction))`` positives and
     ``num_neg = min(#negatives, batch_size_per_image - num_pos)`` negatives, chosen uniformly at random
     without replacement (Faster R-CNN §3.1.3: 256 anchors, up to 1:1). When there are fewer than
@@ -191,14 +199,50 @@ def _sample_balanced(
     generator: torch.Generator | None,
 ) -> SampledAnchors:
     """:func:`sample_balanced` without the checks, for labels that a matcher just produced."""
+    return _sample_balanced_many([labels], batch_size_per_image, positive_fraction, generator)[0]
 
-    positives = torch.where(labels == POSITIVE)[0]
-    negatives = torch.where(labels == NEGATIVE)[0]
-    num_pos = min(positives.numel(), int(batch_size_per_image * positive_fraction))
-    num_neg = min(negatives.numel(), batch_size_per_image - num_pos)  # the notes wrote "*" here
+
+def _sample_balanced_many(
+    labels: Sequence[Tensor],
+    batch_size_per_image: int,
+    positive_fraction: float,
+    generator: torch.Generator | None,
+) -> list[SampledAnchors]:
+    """:func:`_sample_balanced` for every image of a batch, with one host sync for all of them.
+
+    The host needs each image's numbers of positives and negatives (``randperm`` draws on the CPU,
+    and the sizes of the results depend on them): they come back together, in one transfer.
+    The draws then happen image by image, positives before negatives, as one call per image
+    would make them, so the samples are the same for the same generator.
+    """
+    if not labels:
+        return []
+    counts = torch.stack(
+        [torch.stack([(each == POSITIVE).sum(), (each == NEGATIVE).sum()]) for each in labels]
+    ).tolist()  # [B, 2]: the one host synchronisation
 
     def choose(candidates: Tensor, k: int) -> Tensor:
         order = torch.randperm(candidates.numel(), generator=generator)[:k].to(candidates.device)
         return candidates[order].sort().values
 
-    return SampledAnchors(pos_idx=choose(positives, num_pos), neg_idx=choose(negatives, num_neg))
+    samples = []
+    for each, (num_positives, num_negatives) in zip(labels, counts, strict=True):
+        positives = _true_indices(each == POSITIVE, num_positives)  # [#positives], increasing
+        negatives = _true_indices(each == NEGATIVE, num_negatives)
+        num_pos = min(num_positives, int(batch_size_per_image * positive_fraction))
+        num_neg = min(num_negatives, batch_size_per_image - num_pos)  # the notes wrote "*" here
+        samples.append(
+            SampledAnchors(pos_idx=choose(positives, num_pos), neg_idx=choose(negatives, num_neg))
+        )
+    return samples
+
+
+def _true_indices(mask: Tensor, count: int) -> Tensor:
+    """``[count]`` increasing indices of the True entries of a 1-D ``mask`` that has ``count``.
+
+    ``torch.nonzero_static`` is told the size, so on a GPU it does not wait for the device as
+    ``nonzero`` must; other devices (MPS) use ``nonzero``.
+    """
+    if mask.device.type in ("cpu", "cuda"):
+        return torch.nonzero_static(mask, size=count).squeeze(1)
+    return torch.nonzero(mask).squeeze(1)

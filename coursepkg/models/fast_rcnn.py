@@ -48,6 +48,10 @@ from coursepkg.models.detector import Detector, check_images, check_targets
 from coursepkg.models.roi_heads import (
     FastRCNNHead,
     FastRCNNLoss,
+    RoISample,
+    _check_sampling_settings,
+    _fastrcnn_loss,
+    _sample_rois_batch,
     fastrcnn_loss,
     postprocess_batch,
     sample_rois,
@@ -55,7 +59,7 @@ from coursepkg.models.roi_heads import (
 from coursepkg.ops.box_coding import encode_boxes
 from coursepkg.ops.boxes import box_iou
 from coursepkg.ops.roi_pool import roi_pool
-from coursepkg.ops.validation import check_boxes
+from coursepkg.ops.validation import _all_true, _boxes_flag, _is_box_tensor, check_boxes
 
 __all__ = [
     "FastRCNN",
@@ -187,12 +191,16 @@ def multi_task_loss(
 
     Chapter: book/06_fast_rcnn (section "The multi-task loss")
     """
-    if not box_loss_weight >= 0 or not beta > 0:
-        raise ValueError(f"box_loss_weight must be >= 0 and beta > 0, got {box_loss_weight} and {beta}")
+    _check_loss_weights(box_loss_weight, beta)
     loss = fastrcnn_loss(
         class_logits, box_regression, labels, regression_targets, beta=beta, reduction=reduction
     )
     return FastRCNNLoss(loss.classification, box_loss_weight * loss.box_regression)
+
+
+def _check_loss_weights(box_loss_weight: float, beta: float) -> None:
+    if not box_loss_weight >= 0 or not beta > 0:
+        raise ValueError(f"box_loss_weight must be >= 0 and beta > 0, got {box_loss_weight} and {beta}")
 
 
 def drop_easy_background(proposals: Tensor, gt_boxes: Tensor, bg_iou_thresh_lo: float) -> Tensor:
@@ -322,16 +330,23 @@ class FastRCNN(Detector):
         self, images: Tensor, targets: Sequence[Mapping[str, Tensor]] | None = None
     ) -> list[Tensor]:
         """Each image's proposals: ``targets[i]["proposals"]`` if given, else ``proposal_fn(image)``."""
-        boxes = []
+        found = self._raw_proposals(images, targets)
+        if not _all_true(_boxes_flag(boxes) for boxes, _ in found):  # one host sync for all
+            for boxes, name in found:  # name the first bad one
+                check_boxes(boxes, name)
+        return [boxes.to(device=images.device, dtype=images.dtype) for boxes, _ in found]
+
+    def _raw_proposals(
+        self, images: Tensor, targets: Sequence[Mapping[str, Tensor]] | None
+    ) -> list[tuple[Tensor, str]]:
+        """Each image's proposals, not yet checked, with the name an error message gives them."""
+        found = []
         for i, image in enumerate(images):
             if targets is not None and "proposals" in targets[i]:
-                found = targets[i]["proposals"]
-                check_boxes(found, f"targets[{i}]['proposals']")
+                found.append((targets[i]["proposals"], f"targets[{i}]['proposals']"))
             else:
-                found = self.proposal_fn(image)
-                check_boxes(found, "proposal_fn(image)")
-            boxes.append(found.to(device=images.device, dtype=images.dtype))
-        return boxes
+                found.append((self.proposal_fn(image), "proposal_fn(image)"))
+        return found
 
     def pool(self, features: Tensor, boxes: Sequence[Tensor], image_size: Sequence[int]) -> Tensor:
         """RoI max pooling (§2.1): ``[sum_i P_i, C, s, s]`` for the boxes (input pixels) of every
@@ -362,15 +377,69 @@ class FastRCNN(Detector):
         check_images(images)  # shape and dtype only, so the batch size below is the right one
         check_targets(targets, images.shape[0], num_classes=c.num_classes)  # before any work
         features = self(images)  # [B, C, H/8, W/8]
+        found = self._raw_proposals(images, targets)
+        proposals = [
+            boxes.to(device=images.device, dtype=images.dtype) if _is_box_tensor(boxes) else boxes
+            for boxes, _ in found
+        ]
+        gt_boxes = [t["boxes"].to(images.dtype) for t in targets]
+        # One host sync for every check of :meth:`proposals`, :func:`drop_easy_background` and
+        # :func:`sample_rois` (the targets' labels are checked above); if one fails, the steps
+        # run one by one through the checked functions, which name the problem.
+        checked = _all_true(
+            [_boxes_flag(boxes) for boxes, _ in found]
+            + [_boxes_flag(boxes) for boxes in proposals]
+            + [_boxes_flag(boxes, positive=True) for boxes in gt_boxes]
+        )
+        if checked:
+            settings = _check_sampling_settings(
+                c.batch_size_per_image, c.positive_fraction, c.fg_iou_thresh, c.box_weights
+            )
+            # Leaving the easy background out inside the sampler gives the same RoIs as
+            # drop_easy_background, without its boolean-mask selection (a sync per image).
+            samples = _sample_rois_batch(
+                proposals, gt_boxes, [t["labels"] for t in targets], *settings, True, generator,
+                min_iou=c.bg_iou_thresh_lo,
+            )  # fmt: skip
+        else:
+            samples = self._checked_samples(images, found, gt_boxes, targets, generator)
+        head = self.box_head(self.pool(features, [s.proposals for s in samples], images.shape[-2:]))
+        labels = torch.cat([s.labels for s in samples])  # [R]
+        _check_loss_weights(c.box_loss_weight, c.beta)
+        sums = _fastrcnn_loss(  # in float32, also under mixed precision; Eq. (1)
+            head.class_logits.float(),
+            head.box_regression.float(),
+            labels,
+            torch.cat([s.regression_targets for s in samples]),
+            beta=c.beta,
+            reduction="sum",
+        )
+        # Eq. (1) averaged over the R RoIs of the mini-batch, both terms (§2.3: R = 128).
+        num_rois = max(labels.shape[0], 1)
+        box_sum = c.box_loss_weight * sums.box_regression  # λ L_loc
+        return {"cls": sums.classification / num_rois, "box": box_sum / num_rois}
+
+    def _checked_samples(
+        self,
+        images: Tensor,
+        found: list[tuple[Tensor, str]],
+        gt_boxes: list[Tensor],
+        targets: Sequence[Mapping[str, Tensor]],
+        generator: torch.Generator | None,
+    ) -> list[RoISample]:
+        """The RoIs of :meth:`losses`, step by step through the checked public functions."""
+        c = self.config
+        for boxes, name in found:
+            check_boxes(boxes, name)
         samples = []
-        for i, proposals in enumerate(self.proposals(images, targets)):
-            gt_boxes = targets[i]["boxes"].to(proposals.dtype)
-            candidates = drop_easy_background(proposals, gt_boxes, c.bg_iou_thresh_lo)
+        for (boxes, _), gt, target in zip(found, gt_boxes, targets, strict=True):
+            proposals = boxes.to(device=images.device, dtype=images.dtype)
+            candidates = drop_easy_background(proposals, gt, c.bg_iou_thresh_lo)
             samples.append(
                 sample_rois(
                     candidates,
-                    gt_boxes,
-                    targets[i]["labels"],
+                    gt,
+                    target["labels"],
                     batch_size_per_image=c.batch_size_per_image,
                     positive_fraction=c.positive_fraction,
                     fg_iou_thresh=c.fg_iou_thresh,
@@ -378,20 +447,7 @@ class FastRCNN(Detector):
                     generator=generator,
                 )
             )
-        head = self.box_head(self.pool(features, [s.proposals for s in samples], images.shape[-2:]))
-        labels = torch.cat([s.labels for s in samples])  # [R]
-        sums = multi_task_loss(  # in float32, also under mixed precision
-            head.class_logits.float(),
-            head.box_regression.float(),
-            labels,
-            torch.cat([s.regression_targets for s in samples]),
-            box_loss_weight=c.box_loss_weight,
-            beta=c.beta,
-            reduction="sum",
-        )
-        # Eq. (1) averaged over the R RoIs of the mini-batch, both terms (§2.3: R = 128).
-        num_rois = max(labels.shape[0], 1)
-        return {"cls": sums.classification / num_rois, "box": sums.box_regression / num_rois}
+        return samples
 
     def detect(self, images: Tensor) -> list[dict[str, Tensor]]:
         """Detections per image (§3): softmax scores, class-specific boxes, per-class NMS at 0.3.

@@ -51,17 +51,25 @@ from torch import Tensor
 from coursepkg.models.anchors import generate_anchors
 from coursepkg.models.backbones import ConvBackbone
 from coursepkg.models.detector import Detector, check_images, check_targets
-from coursepkg.models.roi_heads import FastRCNNHead, _sample_rois, fastrcnn_loss, postprocess_batch
+from coursepkg.models.roi_heads import (
+    FastRCNNHead,
+    _fastrcnn_loss,
+    _sample_rois_batch,
+    postprocess_batch,
+)
 from coursepkg.models.rpn import (
+    _DEFAULTS,
     RPNHead,
-    _assign_rpn_targets,
+    _assign_rpn_targets_batch,
+    _check_proposal_settings,
+    _generate_proposals_batch,
+    _rpn_loss,
     flatten_predictions,
     generate_proposals,
-    rpn_loss,
 )
 from coursepkg.ops.box_coding import _check_weights
 from coursepkg.ops.roi_pool import roi_align
-from coursepkg.ops.validation import check_int, check_number, check_probability
+from coursepkg.ops.validation import check_image_size, check_int, check_number, check_probability
 
 __all__ = ["RPNPredictions", "FasterRCNN", "FasterRCNNConfig"]
 
@@ -231,19 +239,18 @@ class FasterRCNN(Detector):
             if self.training
             else (c.rpn_pre_nms_top_n_test, c.rpn_post_nms_top_n_test)
         )
-        proposals = [
-            generate_proposals(
-                objectness[i].detach(),
-                deltas[i].detach(),
-                anchors,
-                image_size,
-                pre,
-                post,
-                nms_thresh=c.rpn_nms_thresh,
-                min_size=c.rpn_min_size,
-            ).boxes
-            for i in range(features.shape[0])
-        ]
+        scores, boxes = objectness.detach(), deltas.detach()  # [B, N], [B, N, 4]
+        # generate_proposals' finiteness check for the whole batch in one host sync; if it
+        # fails, the checked function names the image and element.
+        if not bool(torch.isfinite(scores).all() & torch.isfinite(boxes).all()):
+            for i in range(features.shape[0]):
+                generate_proposals(scores[i], boxes[i], anchors, image_size, pre, post,
+                                   nms_thresh=c.rpn_nms_thresh, min_size=c.rpn_min_size)  # fmt: skip
+        settings = _check_proposal_settings(pre, post, c.rpn_nms_thresh, c.rpn_min_size, 0.0)
+        size = check_image_size(image_size)
+        # The unchecked core: the anchors are ours, the predictions were checked above.
+        found = _generate_proposals_batch(scores, boxes, anchors, size, *settings)
+        proposals = [each.boxes for each in found]
         return RPNPredictions(objectness, deltas, anchors, proposals)
 
     def pool(self, features: Tensor, boxes: Sequence[Tensor]) -> Tensor:
@@ -292,43 +299,40 @@ class FasterRCNN(Detector):
         rpn = self.rpn(features, image_size)
 
         # RPN: 256 sampled anchors per image; the loss averages over all sampled anchors of the batch.
-        rpn_targets = [
-            # the unchecked core: targets were checked above, the anchors are our own
-            _assign_rpn_targets(
-                rpn.anchors, boxes, c.rpn_fg_iou_thresh, c.rpn_bg_iou_thresh,
-                c.rpn_batch_size_per_image, c.rpn_positive_fraction, generator,
-            )
-            for boxes in gt_boxes
-        ]
+        # The unchecked cores: targets were checked above, the anchors and proposals are ours.
+        rpn_targets = _assign_rpn_targets_batch(
+            rpn.anchors, gt_boxes, c.rpn_fg_iou_thresh, c.rpn_bg_iou_thresh,
+            c.rpn_batch_size_per_image, c.rpn_positive_fraction, generator,
+        )  # fmt: skip
         rpn_labels = torch.cat([t.labels for t in rpn_targets])  # [B * N]
-        rpn_sums = rpn_loss(
+        rpn_sums = _rpn_loss(
             rpn.objectness.flatten(),  # [B * N]
             rpn.deltas.reshape(-1, 4),  # [B * N, 4]
             rpn_labels,
             torch.cat([t.target_deltas for t in rpn_targets]),
-            normalization="torchvision",
-            reduction="sum",
+            "torchvision",
+            *_DEFAULTS["torchvision"],  # λ = 1, β = 1/9
+            None,
+            "sum",
         )
         # Eq. 1's normalisers, as torchvision sets them: both terms divide by the sampled anchors
         # of the batch (the paper: N_cls = 256 sampled anchors, N_reg ~ 2,400 anchor locations).
-        num_sampled_anchors = max(int((rpn_labels >= 0).sum()), 1)
+        # A count on the device: reading it on the host would wait for the GPU.
+        num_sampled_anchors = (rpn_labels >= 0).sum().clamp(min=1)
 
         # Second stage: sample RoIs among proposals + ground truth, pool, classify, regress.
-        samples = [
-            _sample_rois(  # the unchecked core: proposals are ours, targets checked above
-                proposals, boxes, target["labels"], c.roi_batch_size_per_image,
-                c.roi_positive_fraction, c.roi_fg_iou_thresh, tuple(c.box_weights), True,
-                generator,
-            )
-            for proposals, boxes, target in zip(rpn.proposals, gt_boxes, targets, strict=True)
-        ]
+        samples = _sample_rois_batch(
+            rpn.proposals, gt_boxes, [t["labels"] for t in targets], c.roi_batch_size_per_image,
+            c.roi_positive_fraction, c.roi_fg_iou_thresh, tuple(c.box_weights), True, generator,
+        )  # fmt: skip
         head = self.box_head(self.pool(features, [s.proposals for s in samples]))
         roi_labels = torch.cat([s.labels for s in samples])  # [R]
-        roi_sums = fastrcnn_loss(
+        roi_sums = _fastrcnn_loss(
             head.class_logits.float(),
             head.box_regression.float(),
             roi_labels,
             torch.cat([s.regression_targets for s in samples]),
+            beta=1.0 / 9,  # torchvision's
             reduction="sum",
         )
         # Fast R-CNN Eq. (1) averaged over the R sampled RoIs of the batch, both terms (torchvision

@@ -39,10 +39,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from coursepkg.models.assignment import _match_anchors, _sample_balanced
+from coursepkg.models.assignment import (
+    IGNORED,
+    NEGATIVE,
+    _match_anchors,
+    _sample_balanced_many,
+)
 from coursepkg.ops.box_coding import _check_weights, _decode_boxes, _encode_boxes
-from coursepkg.ops.boxes import _clip_boxes_to_image, _remove_small_boxes, box_iou
-from coursepkg.ops.labels import to_softmax_labels
+from coursepkg.ops.boxes import _box_iou, _clip_boxes_to_image, _remove_small_boxes
+from coursepkg.ops.labels import _to_softmax_labels
 from coursepkg.ops.nms import _nms_core
 from coursepkg.ops.validation import (
     check_boxes,
@@ -155,13 +160,24 @@ def sample_rois(
     check_boxes(gt_boxes, "gt_boxes")
     check_labels(gt_labels, "gt_labels", gt_boxes.shape[0])
     check_positive_size(gt_boxes, "gt_boxes")
-    batch_size_per_image = check_int(batch_size_per_image, "batch_size_per_image", low=0)
-    positive_fraction = check_probability(positive_fraction, "positive_fraction")
-    fg_iou_thresh = check_number(fg_iou_thresh, "fg_iou_thresh", low=0.0, high=1.0, low_open=True)
-    box_weights = _check_weights(box_weights, "box_weights")
-    return _sample_rois(
-        proposals, gt_boxes, gt_labels, batch_size_per_image, positive_fraction, fg_iou_thresh,
-        box_weights, add_gt_boxes, generator,
+    settings = _check_sampling_settings(
+        batch_size_per_image, positive_fraction, fg_iou_thresh, box_weights
+    )
+    return _sample_rois(proposals, gt_boxes, gt_labels, *settings, add_gt_boxes, generator)
+
+
+def _check_sampling_settings(
+    batch_size_per_image: int,
+    positive_fraction: float,
+    fg_iou_thresh: float,
+    box_weights: Sequence[float],
+) -> tuple[int, float, float, tuple[float, float, float, float]]:
+    """The settings of :func:`sample_rois`, checked (on the host) and normalised."""
+    return (
+        check_int(batch_size_per_image, "batch_size_per_image", low=0),
+        check_probability(positive_fraction, "positive_fraction"),
+        check_number(fg_iou_thresh, "fg_iou_thresh", low=0.0, high=1.0, low_open=True),
+        _check_weights(box_weights, "box_weights"),
     )
 
 
@@ -177,30 +193,86 @@ def _sample_rois(
     generator: torch.Generator | None,
 ) -> RoISample:
     """:func:`sample_rois` without the checks, for a detector that validated its inputs."""
+    return _sample_rois_batch(
+        [proposals], [gt_boxes], [gt_labels], batch_size_per_image, positive_fraction,
+        fg_iou_thresh, box_weights, add_gt_boxes, generator,
+    )[0]  # fmt: skip
+
+
+def _sample_rois_batch(
+    proposals: Sequence[Tensor],
+    gt_boxes: Sequence[Tensor],
+    gt_labels: Sequence[Tensor],
+    batch_size_per_image: int,
+    positive_fraction: float,
+    fg_iou_thresh: float,
+    box_weights: tuple[float, float, float, float],
+    add_gt_boxes: bool,
+    generator: torch.Generator | None,
+    min_iou: float = 0.0,
+) -> list[RoISample]:
+    """:func:`_sample_rois` for every image of a batch, with one host sync for all of them.
+
+    Each image is labelled first; the sampler then reads every image's counts at once and draws
+    image by image, as one call per image would (:func:`_sample_balanced_many`).
+
+    Args:
+        proposals, gt_boxes, gt_labels: one entry per image, validated by the caller.
+        min_iou: leave out (never sample) the proposals whose best IoU with a ground truth is
+            below it, all of them in an image without ground truth: Fast R-CNN's background
+            range ``[0.1, 0.5)``. The same samples as removing them first with
+            :func:`coursepkg.models.fast_rcnn.drop_easy_background`, without the boolean-mask
+            selection (a host sync per image). The added ground truths are always kept.
+        The other arguments: as :func:`sample_rois`.
+    """
     with torch.no_grad():
-        gt_boxes = gt_boxes.to(proposals.dtype)
-        if add_gt_boxes:
-            proposals = torch.cat([proposals, gt_boxes])  # [P + G, 4]
-        num = proposals.shape[0]
-        if gt_boxes.shape[0] == 0:
-            # No object: every proposal is background, matched to a dummy index.
-            matched_gt = proposals.new_zeros(num, dtype=torch.int64)
-            fg_bg = proposals.new_zeros(num, dtype=torch.int64)
-        else:
-            # Equal thresholds: nothing is ignored; no low-quality matches in the second stage.
-            match = _match_anchors(box_iou(gt_boxes, proposals), fg_iou_thresh, fg_iou_thresh, False)
-            matched_gt, fg_bg = match.matched_gt.clamp(min=0), match.labels
-        pos_idx, neg_idx = _sample_balanced(fg_bg, batch_size_per_image, positive_fraction, generator)
-        keep = torch.cat([pos_idx, neg_idx])  # [S]
-        labels = torch.zeros(keep.shape[0], dtype=torch.int64, device=proposals.device)
-        if gt_boxes.shape[0] > 0:
-            labels[: pos_idx.shape[0]] = to_softmax_labels(gt_labels[matched_gt[pos_idx]])
-            reference = gt_boxes[matched_gt[keep]]  # [S, 4]
-        else:
-            reference = proposals[keep]  # background only: any finite target will do
-        sampled = proposals[keep]
-        targets = _encode_boxes(reference, sampled, box_weights)  # [S, 4]
-    return RoISample(sampled, labels, targets, matched_gt[keep])
+        labelled = [
+            _label_rois(p, g.to(p.dtype), fg_iou_thresh, add_gt_boxes, min_iou)
+            for p, g in zip(proposals, gt_boxes, strict=True)
+        ]
+        draws = _sample_balanced_many(
+            [fg_bg for _, _, fg_bg in labelled], batch_size_per_image, positive_fraction, generator
+        )
+        samples = []
+        for (boxes, matched_gt, _), (pos_idx, neg_idx), gt, labels in zip(
+            labelled, draws, gt_boxes, gt_labels, strict=True
+        ):
+            keep = torch.cat([pos_idx, neg_idx])  # [S]
+            roi_labels = torch.zeros(keep.shape[0], dtype=torch.int64, device=boxes.device)
+            if gt.shape[0] > 0:
+                roi_labels[: pos_idx.shape[0]] = _to_softmax_labels(labels[matched_gt[pos_idx]])
+                reference = gt.to(boxes.dtype)[matched_gt[keep]]  # [S, 4]
+            else:
+                reference = boxes[keep]  # background only: any finite target will do
+            sampled = boxes[keep]
+            targets = _encode_boxes(reference, sampled, box_weights)  # [S, 4]
+            samples.append(RoISample(sampled, roi_labels, targets, matched_gt[keep]))
+    return samples
+
+
+def _label_rois(
+    proposals: Tensor, gt_boxes: Tensor, fg_iou_thresh: float, add_gt_boxes: bool, min_iou: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The boxes to sample from ``[P', 4]``, their matched ground truth and their label ``[P']``
+    (1 foreground, 0 background, -1 left out: below ``min_iou``); no host synchronisation."""
+    num_proposals = proposals.shape[0]
+    if add_gt_boxes:
+        proposals = torch.cat([proposals, gt_boxes])  # [P + G, 4]
+    num = proposals.shape[0]
+    if gt_boxes.shape[0] == 0:
+        # No object: every proposal is background (or too easy a one), matched to a dummy index.
+        matched_gt = proposals.new_zeros(num, dtype=torch.int64)
+        fg_bg = torch.full_like(matched_gt, IGNORED if min_iou > 0 else NEGATIVE)
+        return proposals, matched_gt, fg_bg
+    iou = _box_iou(gt_boxes, proposals)  # [G, P']
+    # Equal thresholds: nothing is ignored; no low-quality matches in the second stage.
+    match = _match_anchors(iou, fg_iou_thresh, fg_iou_thresh, False)
+    fg_bg = match.labels
+    if min_iou > 0 and num_proposals > 0:
+        easy = iou[:, :num_proposals].amax(dim=0) < min_iou  # [P]; the ground truths stay
+        easy = F.pad(easy, (0, num - num_proposals))  # [P']
+        fg_bg = torch.where(easy, IGNORED, fg_bg)
+    return proposals, match.matched_gt.clamp(min=0), fg_bg
 
 
 class FastRCNNHead(nn.Module):
@@ -312,18 +384,40 @@ def fastrcnn_loss(
             f"labels must be in 0..{num_classes - 1} (0 = background), got min "
             f"{int(labels.min())} and max {int(labels.max())}"
         )
+    return _fastrcnn_loss(class_logits, box_regression, labels, regression_targets, beta, reduction)
 
-    fg = torch.nonzero(labels > 0).flatten()  # [F]
-    deltas = box_regression.reshape(num, num_classes, 4)[fg, labels[fg]]  # [F, 4]: true class only
-    if reduction == "none":
-        box = box_regression.new_zeros(num).index_put(  # [N], 0 for background RoIs
-            (fg,), F.smooth_l1_loss(deltas, regression_targets[fg], beta=beta, reduction="none").sum(1)
-        )
+
+def _fastrcnn_loss(
+    class_logits: Tensor,
+    box_regression: Tensor,
+    labels: Tensor,
+    regression_targets: Tensor,
+    beta: float,
+    reduction: str,
+) -> FastRCNNLoss:
+    """:func:`fastrcnn_loss` on checked inputs (labels a detector built), without host syncs."""
+    num, num_classes = class_logits.shape
+    if num == 0 and reduction != "none":
+        zero = class_logits.sum() + box_regression.sum()  # 0, but keeps the graph connected
+        return FastRCNNLoss(zero, zero)
+    # The true class's four deltas of every RoI ([N, 4]; background's for background RoIs), and
+    # a mask instead of selecting the foreground rows: a selection's size waits for the device.
+    index = labels[:, None, None].expand(num, 1, 4)  # [N, 1, 4]
+    deltas = box_regression.reshape(num, num_classes, 4).gather(1, index).squeeze(1)  # [N, 4]
+    fg = (labels > 0)[:, None]  # [N, 1]
+    # Background rows compare 0 with 0: no loss and no gradient (even from a NaN there).
+    box = F.smooth_l1_loss(
+        torch.where(fg, deltas, 0.0),
+        torch.where(fg, regression_targets, 0.0),
+        beta=beta,
+        reduction="none" if reduction == "none" else "sum",
+    )
+    if reduction == "none":  # [N], 0 for background RoIs
+        box = box.sum(1).to(box_regression.dtype)
         return FastRCNNLoss(F.cross_entropy(class_logits, labels, reduction="none"), box)
     classification = F.cross_entropy(class_logits, labels, reduction=reduction)
-    box_sum = F.smooth_l1_loss(deltas, regression_targets[fg], beta=beta, reduction="sum")
     # "mean": torchvision's normaliser, all sampled RoIs, foreground and background.
-    return FastRCNNLoss(classification, box_sum / num if reduction == "mean" else box_sum)
+    return FastRCNNLoss(classification, box / num if reduction == "mean" else box)
 
 
 def postprocess_detections(

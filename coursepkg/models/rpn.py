@@ -45,9 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from coursepkg.models.assignment import _match_anchors, _sample_balanced
+from coursepkg.models.assignment import _match_anchors, _sample_balanced_many, _true_indices
 from coursepkg.ops.box_coding import _decode_boxes, _encode_boxes
-from coursepkg.ops.boxes import _clip_boxes_to_image, _remove_small_boxes, box_iou
+from coursepkg.ops.boxes import _box_iou, _clip_boxes_to_image
 from coursepkg.ops.nms import _nms_core
 from coursepkg.ops.validation import (
     check_boxes,
@@ -169,6 +169,9 @@ def rpn_loss(
 ) -> RPNLoss:
     """The RPN loss (Faster R-CNN eq. 1) under one of three normalisations.
 
+    Implements equation ``rpn-loss`` of book/07_faster_rcnn; the chapter checks it against the sums
+    written out by hand and against the lecture notes' own code (λ = 10).
+
     Objectness: binary cross-entropy with logits over the sampled anchors (``labels`` 0 or 1).
     Boxes: smooth-L1 (``beta``) between ``deltas`` and ``target_deltas`` summed over the positive
     anchors (``p* = 1``). The normalisers per ``normalization``:
@@ -228,6 +231,25 @@ def rpn_loss(
             raise ValueError("normalization='paper' needs num_locations > 0 (N_reg), got None")
         num_locations = check_int(num_locations, "num_locations", low=1)
 
+    return _rpn_loss(
+        objectness, deltas, labels, target_deltas, normalization, box_loss_weight, beta,
+        num_locations, reduction,
+    )  # fmt: skip
+
+
+def _rpn_loss(
+    objectness: Tensor,
+    deltas: Tensor,
+    labels: Tensor,
+    target_deltas: Tensor,
+    normalization: str,
+    box_loss_weight: float,
+    beta: float,
+    num_locations: int | None,
+    reduction: str,
+) -> RPNLoss:
+    """:func:`rpn_loss` on checked inputs, without host syncs: masks, not selections, pick the
+    sampled and positive anchors (a selection's size waits for the device on a GPU)."""
     sampled = labels >= 0
     positive = labels == 1
     if reduction == "none":
@@ -238,23 +260,32 @@ def rpn_loss(
         box_each = F.smooth_l1_loss(deltas, target_deltas, beta=beta, reduction="none").sum(1)
         box_each = torch.where(positive, box_each, torch.zeros_like(box_each))  # [M]
         return RPNLoss(cls_each, box_each, cls_each + box_loss_weight * box_each)
-    num_sampled = int(sampled.sum())
-    num_positive = int(positive.sum())
-    cls_sum = F.binary_cross_entropy_with_logits(
-        objectness[sampled], labels[sampled].to(objectness.dtype), reduction="sum"
-    )
+    # Anchors outside the sum see logit 0 and target 0 (and deltas 0 against targets 0), so they
+    # add exactly 0 and pass no gradient back, even from a NaN in their own outputs.
+    cls_sum = torch.where(
+        sampled,
+        F.binary_cross_entropy_with_logits(
+            torch.where(sampled, objectness, 0.0),
+            labels.clamp(min=0).to(objectness.dtype),
+            reduction="none",
+        ),
+        0.0,
+    ).sum()
     box_sum = F.smooth_l1_loss(
-        deltas[positive], target_deltas[positive], beta=beta, reduction="sum"
+        torch.where(positive[:, None], deltas, 0.0),
+        torch.where(positive[:, None], target_deltas, 0.0),
+        beta=beta,
+        reduction="sum",
     )
-    # Eq. 1's normalisers: N_cls for the objectness term, N_reg for the box term.
-    n_cls = max(num_sampled, 1)
-    n_reg = {
-        "paper": num_locations,  # anchor locations, ~2,400 for a 1000 x 600 image
-        "notes": max(num_positive, 1),  # the notes' N_reg = (gt_rpn_score > 0).sum()
-        "torchvision": max(num_sampled, 1),
-    }[normalization]
     if reduction == "sum":
         return RPNLoss(cls_sum, box_sum, cls_sum + box_loss_weight * box_sum)
+    # Eq. 1's normalisers, kept on the device: N_cls for the objectness term, N_reg for the box.
+    n_cls = sampled.sum().clamp(min=1)
+    n_reg = {
+        "paper": num_locations,  # anchor locations, ~2,400 for a 1000 x 600 image
+        "notes": positive.sum().clamp(min=1),  # the notes' N_reg = (gt_rpn_score > 0).sum()
+        "torchvision": n_cls,
+    }[normalization]
     cls_term, box_term = cls_sum / n_cls, box_sum / n_reg
     return RPNLoss(cls_term, box_term, cls_term + box_loss_weight * box_term)
 
@@ -298,6 +329,7 @@ def generate_proposals(
     (:func:`coursepkg.ops.box_coding.decode_boxes`, weights 1); sigmoid the logits; clip the boxes
     to the image; drop boxes with a side below ``min_size``; drop scores below ``score_thresh``;
     NMS at ``nms_thresh`` (:func:`coursepkg.ops.nms.nms`); keep the best ``post_nms_top_n``.
+    The chapter writes these steps out with the public functions and checks it gets the same boxes.
     The paper uses 12,000 / 2,000 while training and 6,000 / 300 at test time; torchvision's
     defaults are 2,000 / 2,000 and 1,000 / 1,000. No gradient flows through proposals.
 
@@ -331,24 +363,83 @@ def generate_proposals(
     if not bool(torch.isfinite(objectness).all() & torch.isfinite(deltas).all()):
         check_finite(objectness, "objectness")
         check_finite(deltas, "deltas")
-    pre_nms_top_n = check_int(pre_nms_top_n, "pre_nms_top_n", low=1)
-    post_nms_top_n = check_int(post_nms_top_n, "post_nms_top_n", low=1)
-    nms_thresh = check_probability(nms_thresh, "nms_thresh")
-    min_size = check_number(min_size, "min_size", low=0.0)
-    score_thresh = check_probability(score_thresh, "score_thresh")
+    settings = _check_proposal_settings(
+        pre_nms_top_n, post_nms_top_n, nms_thresh, min_size, score_thresh
+    )
+    return _generate_proposals(objectness, deltas, anchors, image_size, *settings)
 
-    # Checked once above; the steps below call the unchecked cores (each check is a host sync).
+
+def _check_proposal_settings(
+    pre_nms_top_n: int,
+    post_nms_top_n: int,
+    nms_thresh: float,
+    min_size: float,
+    score_thresh: float,
+) -> tuple[int, int, float, float, float]:
+    """The settings of :func:`generate_proposals`, checked (on the host) and normalised."""
+    return (
+        check_int(pre_nms_top_n, "pre_nms_top_n", low=1),
+        check_int(post_nms_top_n, "post_nms_top_n", low=1),
+        check_probability(nms_thresh, "nms_thresh"),
+        check_number(min_size, "min_size", low=0.0),
+        check_probability(score_thresh, "score_thresh"),
+    )
+
+
+def _generate_proposals(
+    objectness: Tensor,
+    deltas: Tensor,
+    anchors: Tensor,
+    image_size: tuple[int, int],
+    pre_nms_top_n: int,
+    post_nms_top_n: int,
+    nms_thresh: float,
+    min_size: float,
+    score_thresh: float,
+) -> Proposals:
+    """:func:`generate_proposals` on checked inputs (each check is a host sync on a GPU)."""
+    return _generate_proposals_batch(
+        objectness[None], deltas[None], anchors, image_size, pre_nms_top_n, post_nms_top_n,
+        nms_thresh, min_size, score_thresh,
+    )[0]  # fmt: skip
+
+
+def _generate_proposals_batch(
+    objectness: Tensor,
+    deltas: Tensor,
+    anchors: Tensor,
+    image_size: tuple[int, int],
+    pre_nms_top_n: int,
+    post_nms_top_n: int,
+    nms_thresh: float,
+    min_size: float,
+    score_thresh: float,
+) -> list[Proposals]:
+    """:func:`_generate_proposals` for every image (``objectness`` [B, A], ``deltas`` [B, A, 4]):
+    the sizes of all images' filtered candidates reach the host in one sync; NMS then runs image
+    by image."""
     with torch.no_grad():
-        top = objectness.topk(min(pre_nms_top_n, num)).indices  # [k] by decreasing logit
-        boxes = _decode_boxes(deltas[top], anchors[top].to(deltas.dtype))  # [k, 4]
-        scores = torch.sigmoid(objectness[top])  # [k]
-        boxes = _clip_boxes_to_image(boxes, image_size)
-        keep = _remove_small_boxes(boxes, min_size)
-        boxes, scores = boxes[keep], scores[keep]
-        keep = torch.nonzero(scores >= score_thresh).flatten()
-        boxes, scores = boxes[keep], scores[keep]
-        keep = _nms_core(boxes, scores, nms_thresh)[:post_nms_top_n]
-    return Proposals(boxes[keep], scores[keep])
+        candidates = []
+        for scores_i, deltas_i in zip(objectness, deltas, strict=True):
+            top = scores_i.topk(min(pre_nms_top_n, anchors.shape[0])).indices  # [k] by logit
+            boxes = _decode_boxes(deltas_i[top], anchors[top].to(deltas.dtype))  # [k, 4]
+            boxes = _clip_boxes_to_image(boxes, image_size)
+            scores = torch.sigmoid(scores_i[top])  # [k]
+            # Both filters in one mask: sides of at least min_size (remove_small_boxes) and
+            # scores of at least score_thresh.
+            wh = boxes[:, 2:] - boxes[:, :2]  # [k, 2]
+            keep = (wh >= min_size).all(dim=1) & (scores >= score_thresh)  # [k]
+            candidates.append((boxes, scores, keep))
+        if not candidates:
+            return []
+        counts = torch.stack([keep.sum() for _, _, keep in candidates]).tolist()  # one sync
+        proposals = []
+        for (boxes, scores, keep), count in zip(candidates, counts, strict=True):
+            kept = _true_indices(keep, count)  # [count], increasing
+            boxes, scores = boxes[kept], scores[kept]
+            best = _nms_core(boxes, scores, nms_thresh)[:post_nms_top_n]
+            proposals.append(Proposals(boxes[best], scores[best]))
+    return proposals
 
 
 class RPNTargets(NamedTuple):
@@ -429,18 +520,41 @@ def _assign_rpn_targets(
     generator: torch.Generator | None,
 ) -> RPNTargets:
     """:func:`assign_rpn_targets` without the checks, for a detector that validated its inputs."""
+    return _assign_rpn_targets_batch(
+        anchors, [gt_boxes], fg_iou_thresh, bg_iou_thresh, batch_size_per_image,
+        positive_fraction, generator,
+    )[0]  # fmt: skip
+
+
+def _assign_rpn_targets_batch(
+    anchors: Tensor,
+    gt_boxes: Sequence[Tensor],
+    fg_iou_thresh: float,
+    bg_iou_thresh: float,
+    batch_size_per_image: int,
+    positive_fraction: float,
+    generator: torch.Generator | None,
+) -> list[RPNTargets]:
+    """:func:`_assign_rpn_targets` for every image of a batch (``gt_boxes`` one entry per image),
+    with one host sync for all of them: the sampler's counts (:func:`_sample_balanced_many`)."""
     with torch.no_grad():
-        gt_boxes = gt_boxes.to(anchors.dtype)
-        match = _match_anchors(box_iou(gt_boxes, anchors), fg_iou_thresh, bg_iou_thresh, True)
-        pos_idx, neg_idx = _sample_balanced(
-            match.labels, batch_size_per_image, positive_fraction, generator
+        gt_boxes = [boxes.to(anchors.dtype) for boxes in gt_boxes]
+        matches = [
+            _match_anchors(_box_iou(boxes, anchors), fg_iou_thresh, bg_iou_thresh, True)
+            for boxes in gt_boxes
+        ]
+        draws = _sample_balanced_many(
+            [match.labels for match in matches], batch_size_per_image, positive_fraction, generator
         )
-        labels = torch.full_like(match.labels, -1)
-        labels[pos_idx] = 1
-        labels[neg_idx] = 0
-        target_deltas = anchors.new_zeros(anchors.shape)  # [N, 4]
-        if pos_idx.numel() > 0:
-            target_deltas[pos_idx] = _encode_boxes(
-                gt_boxes[match.matched_gt[pos_idx]], anchors[pos_idx], (1.0, 1.0, 1.0, 1.0)
-            )
-    return RPNTargets(labels, target_deltas)
+        targets = []
+        for boxes, match, (pos_idx, neg_idx) in zip(gt_boxes, matches, draws, strict=True):
+            labels = torch.full_like(match.labels, -1)
+            labels[pos_idx] = 1
+            labels[neg_idx] = 0
+            target_deltas = anchors.new_zeros(anchors.shape)  # [N, 4]
+            if pos_idx.numel() > 0:
+                target_deltas[pos_idx] = _encode_boxes(
+                    boxes[match.matched_gt[pos_idx]], anchors[pos_idx], (1.0, 1.0, 1.0, 1.0)
+                )
+            targets.append(RPNTargets(labels, target_deltas))
+    return targets

@@ -12,8 +12,16 @@ and the prediction ``d`` is turned back into a box with
     ĝ_x = p_w d_x + p_x            ĝ_y = p_h d_y + p_y
     ĝ_w = p_w exp(d_w)             ĝ_h = p_h exp(d_h)
 
-The lecture notes print two typos: ``ĝ_y`` with ``p_x`` instead of ``p_y``, and ``t_h = log(g_h / h)``
-instead of ``log(g_h / p_h)``. The forms above are the correct ones.
+These are equations ``rcnn-targets`` and ``rcnn-decode`` of book/05_rcnn. The lecture notes print
+two typos: ``ĝ_y`` with ``p_x`` instead of ``p_y``, and ``t_h = log(g_h / h)`` instead of
+``log(g_h / p_h)``; the chapter runs both and shows what goes wrong. The forms above are correct.
+
+Point-based detectors (FCOS, Tian et al. 2019, Eq. (1)) encode a box by the distances from a
+location ``(x, y)`` to its four sides instead:
+
+    l = x - x1,   t = y - y1,   r = x2 - x,   b = y2 - y
+
+:func:`boxes_to_distances` and :func:`distances_to_boxes` are that pair.
 
 Shapes::
 
@@ -21,6 +29,8 @@ Shapes::
     encode_boxes(...)            [N, 4]      (t_x, t_y, t_w, t_h) times weights
     deltas                       [N, 4 * C]  one (d_x, d_y, d_w, d_h) per class, C >= 1
     decode_boxes(deltas, boxes)  [N, 4 * C]  xyxy per class
+    boxes_to_distances(points, boxes)      [..., 2], [..., 4] -> [..., 4]   (l, t, r, b)
+    distances_to_boxes(points, distances)  [..., 2], [..., 4] -> [..., 4]   xyxy
 
 Where we follow whom:
 
@@ -33,7 +43,8 @@ Where we follow whom:
   eps both agree exactly. Ground-truth widths are not clamped anywhere: a zero-width ground truth
   gives ``t_w = -inf`` in the notes, in torchvision and here, so datasets drop zero-area boxes.
 
-Chapter: book/05_rcnn (section "Bounding-box regression"); reused in book/07_faster_rcnn.
+Chapter: book/05_rcnn (section "Bounding-box regression"); reused in book/07_faster_rcnn;
+book/10_retinanet (distances, FCOS).
 """
 
 from __future__ import annotations
@@ -45,6 +56,14 @@ import torch
 from torch import Tensor
 
 from coursepkg.ops.validation import check_boxes, check_finite, check_number, check_tensor
+
+__all__ = [
+    "DEFAULT_BBOX_XFORM_CLIP",
+    "encode_boxes",
+    "decode_boxes",
+    "boxes_to_distances",
+    "distances_to_boxes",
+]
 
 # torchvision's default: exp(d_w) is capped at 1000 / 16, i.e. a box never grows more than 62.5x.
 DEFAULT_BBOX_XFORM_CLIP = math.log(1000.0 / 16)
@@ -74,6 +93,7 @@ def encode_boxes(
 ) -> Tensor:
     """Regression targets that move each proposal onto its ground truth (R-CNN, appendix C).
 
+    Implements equation ``rcnn-targets`` of book/05_rcnn (R-CNN's Eq. for t_x, t_y, t_w, t_h):
     ``t = (w_x (g_x - p_x) / p_w, w_y (g_y - p_y) / p_h, w_w log(g_w / p_w), w_h log(g_h / p_h))``
     with ``p_w`` and ``p_h`` clamped at ``torch.finfo(dtype).eps`` (the lecture notes' guard against
     zero-size anchors; torchvision does not clamp). Same argument order and result as torchvision's
@@ -133,6 +153,7 @@ def decode_boxes(
 ) -> Tensor:
     """Apply predicted deltas to reference boxes: the inverse of :func:`encode_boxes`.
 
+    Implements equation ``rcnn-decode`` of book/05_rcnn (R-CNN's ĝ_x, ĝ_y, ĝ_w, ĝ_h):
     ``ĝ_x = p_w d_x / w_x + p_x``, ``ĝ_y = p_h d_y / w_y + p_y``,
     ``ĝ_w = p_w exp(min(d_w / w_w, clip))``, ``ĝ_h = p_h exp(min(d_h / w_h, clip))``, returned as
     xyxy. Identical to torchvision's ``BoxCoder(weights, bbox_xform_clip).decode_single``, including
@@ -190,3 +211,80 @@ def _decode_boxes(
     half_h = 0.5 * torch.exp(d_h) * p_h
     decoded = torch.stack((ctr_x - half_w, ctr_y - half_h, ctr_x + half_w, ctr_y + half_h), dim=2)
     return decoded.flatten(1)  # [N, C, 4] -> [N, 4 * C]
+
+
+def _check_points_pair(points: Tensor, other: Tensor, other_name: str) -> None:
+    check_tensor(points, "points", dtype="float")
+    check_tensor(other, other_name, dtype="float")
+    if points.dim() == 0 or points.shape[-1] != 2:
+        raise ValueError(f"points must be [..., 2] (x, y), got {list(points.shape)}")
+    if other.dim() == 0 or other.shape[-1] != 4:
+        raise ValueError(f"{other_name} must be [..., 4], got {list(other.shape)}")
+    try:
+        torch.broadcast_shapes(points.shape[:-1], other.shape[:-1])
+    except RuntimeError:
+        raise ValueError(
+            f"points {list(points.shape)} and {other_name} {list(other.shape)} do not broadcast"
+        ) from None
+    check_finite(points, "points")
+    check_finite(other, other_name)
+
+
+def boxes_to_distances(points: Tensor, boxes: Tensor) -> Tensor:
+    """FCOS's regression targets: distances from each point to the four sides of its box.
+
+    ``(l, t, r, b) = (x - x1, y - y1, x2 - x, y2 - y)`` (FCOS, Eq. (1)). Nothing is clamped: a
+    point outside its box gets a negative distance, which is how FCOS tells that the point is not
+    a positive for that box (``min(l, t, r, b) > 0``). Leading dimensions broadcast, so ``points``
+    ``[N, 1, 2]`` and ``boxes`` ``[1, G, 4]`` give every point-box pair ``[N, G, 4]``.
+
+    Args:
+        points: ``(x, y)`` in pixels, [..., 2] float.
+        boxes: xyxy in pixels, [..., 4] float (leading dimensions broadcast with ``points``).
+
+    Returns:
+        Distances ``(l, t, r, b)`` in pixels, [broadcast(...), 4].
+
+    Raises:
+        TypeError: if an input is not a floating tensor.
+        ValueError: if the last dimensions are not 2 and 4, the leading ones do not broadcast,
+            or an input has NaN or inf.
+
+    Chapter: book/10_retinanet (section "FCOS: boxes from points").
+    """
+    _check_points_pair(points, boxes, "boxes")
+    x, y = points[..., 0], points[..., 1]
+    return torch.stack(
+        (x - boxes[..., 0], y - boxes[..., 1], boxes[..., 2] - x, boxes[..., 3] - y), dim=-1
+    )
+
+
+def distances_to_boxes(points: Tensor, distances: Tensor) -> Tensor:
+    """Boxes from points and distances to their sides: the inverse of :func:`boxes_to_distances`.
+
+    ``(x1, y1, x2, y2) = (x - l, y - t, x + r, y + b)``. Negative distances are not clamped (the
+    result may then have ``x2 < x1``); a detector applies ``relu`` or ``exp`` to its predictions
+    so that they are non-negative before decoding. Leading dimensions broadcast.
+
+    Args:
+        points: ``(x, y)`` in pixels, [..., 2] float.
+        distances: ``(l, t, r, b)`` in pixels, [..., 4] float.
+
+    Returns:
+        Boxes, [broadcast(...), 4] xyxy in pixels.
+
+    Raises:
+        TypeError: if an input is not a floating tensor.
+        ValueError: if the last dimensions are not 2 and 4, the leading ones do not broadcast,
+            or an input has NaN or inf.
+
+    Chapter: book/10_retinanet (section "FCOS: boxes from points").
+    """
+    _check_points_pair(points, distances, "distances")
+    return _distances_to_boxes(points, distances)
+
+
+def _distances_to_boxes(points: Tensor, distances: Tensor) -> Tensor:
+    """:func:`distances_to_boxes` without the checks."""
+    points = points.to(distances.dtype)
+    return torch.cat((points - distances[..., :2], points + distances[..., 2:]), dim=-1)

@@ -206,7 +206,7 @@ def box_iou_reference(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Pairwise IoU from its definition, one pair at a time: the version the chapter shows.
 
     ``IoU(A, B) = |A ∩ B| / |A ∪ B| = |A ∩ B| / (|A| + |B| - |A ∩ B|)`` (the Jaccard index;
-    PASCAL VOC, Everingham et al. 2010, §4.4). The intersection of two boxes is a box whose
+    PASCAL VOC, Everingham et al. 2010, §4.4). Implements Eq. (eq-iou) of book/02_boxes_iou. The intersection of two boxes is a box whose
     left edge is the larger of the two left edges, and so on; if it has no width or no height,
     the boxes do not overlap. The arithmetic is in Python floats (double precision), so float32
     boxes with huge coordinates do not overflow. The tests check that the fast :func:`box_iou`
@@ -277,7 +277,8 @@ def _box_iou(boxes1: Tensor, boxes2: Tensor, legacy_plus_one: bool = False) -> T
 def box_iou(boxes1: Tensor, boxes2: Tensor, *, legacy_plus_one: bool = False) -> Tensor:
     """Pairwise intersection over union of two sets of boxes.
 
-    ``IoU(A, B) = |A ∩ B| / (|A| + |B| - |A ∩ B|)``. With continuous coordinates
+    ``IoU(A, B) = |A ∩ B| / (|A| + |B| - |A ∩ B|)``: implements Eq. (eq-iou) of
+    book/02_boxes_iou, for all pairs at once by broadcasting. With continuous coordinates
     (the default) this equals ``torchvision.ops.box_iou``, except that the IoU of two zero-area
     boxes is 0 instead of NaN (their union is empty), and that boxes with huge coordinates (beyond
     ``2^62`` in float32) are first scaled by a power of two so that their areas do not overflow
@@ -301,6 +302,8 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, *, legacy_plus_one: bool = False) ->
 
 def matched_box_iou(boxes1: Tensor, boxes2: Tensor, *, legacy_plus_one: bool = False) -> Tensor:
     """Element-wise IoU of ``boxes1[i]`` with ``boxes2[i]`` (the diagonal of :func:`box_iou`).
+
+    Implements Eq. (eq-iou) of book/02_boxes_iou for matched pairs, in ``[N]`` memory.
 
     Args:
         boxes1: ``[N, 4]`` xyxy boxes.

@@ -38,6 +38,11 @@ def to_softmax_labels(labels: Tensor) -> Tensor:
     _check_integer_labels(labels, "labels")
     if labels.numel() and bool((labels < 0).any()):
         raise ValueError(f"labels must be >= 0 (dataset labels), got min {int(labels.min())}")
+    return _to_softmax_labels(labels)
+
+
+def _to_softmax_labels(labels: Tensor) -> Tensor:
+    """:func:`to_softmax_labels` on labels already checked (its check costs a host sync on a GPU)."""
     return labels + 1
 
 

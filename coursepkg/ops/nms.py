@@ -25,6 +25,7 @@ Chapter: book/03_nms
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -75,7 +76,8 @@ def nms_reference(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor
     """Greedy NMS written to be read: the loop of the chapter (R-CNN, Girshick et al. 2014, §2.1).
 
     Sort the boxes by score; keep the best one left; drop every remaining box whose IoU with it
-    is greater than ``iou_threshold``; repeat until no box is left. The tests check that the
+    is greater than ``iou_threshold`` (Eq. (eq-nms-rule) of book/03_nms); repeat until no box is
+    left. The tests check that the
     fast :func:`nms` (and ``torchvision.ops.nms``) return exactly these indices, on seeded random
     boxes and on edge cases (ties, IoU exactly at the threshold, zero-area boxes).
 
@@ -102,6 +104,7 @@ def nms_reference(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor
     return torch.tensor(keep, dtype=torch.int64, device=boxes.device)
 
 
+@functools.lru_cache(maxsize=64)
 def _largest_at_most(value: float, dtype: torch.dtype) -> float:
     """The largest number of ``dtype`` that is ``<= value`` (as a Python float).
 
@@ -109,6 +112,7 @@ def _largest_at_most(value: float, dtype: torch.dtype) -> float:
     its float IoU with the threshold in double precision (C++ promotes the float); comparing with
     the threshold merely rounded to float32 would disagree on one IoU: float32(0.3) = 0.30000001
     is ``> 0.3``, so 3/10 suppresses at threshold 0.3, but it is not ``> float32(0.3)``.
+    Cached: a detector asks for the same few thresholds at every step.
     """
     rounded = torch.tensor(value, dtype=dtype)  # nearest, possibly above
     if rounded.item() > value:
@@ -130,10 +134,12 @@ def _iou_above(block: Tensor, others: Tensor, limit: float) -> Tensor:
     gives all four and one sum gives minus the width and height. Negation is exact, so the IoUs
     are torchvision's bit for bit and IoUs exactly at the threshold agree.
     """
-    edges = torch.maximum(block[:4, :, None], others[:4, None, :])  # [4, B, R]
+    # ``...`` lets :func:`_nms_grouped` pass ``[5, G, S]`` (G groups at once): ``[G, S, S]``.
+    edges = torch.maximum(block[:4, ..., None], others[:4, ..., None, :])  # [4, B, R]
     minus_wh = edges[:2].add_(edges[2:]).clamp_(max=0)  # [2, B, R]: -w, -h (0 if apart)
     inter = minus_wh[0].mul_(minus_wh[1])  # [B, R]
-    union = (block[4, :, None] + others[4, None, :]).sub_(inter)  # 0 only for two empty boxes
+    # 0 only for two empty boxes
+    union = (block[4, ..., None] + others[4, ..., None, :]).sub_(inter)
     return inter.div_(union) > limit  # 0/0 = NaN is not > limit
 
 
@@ -208,12 +214,80 @@ def _nms_core(
     return order[torch.cat(kept)] if kept else order  # [K]
 
 
+# Largest ``groups x size x size`` IoU block :func:`_nms_grouped` builds (about 16 bytes a pair
+# while it computes); beyond it, it falls back to :func:`_nms_core`.
+_GROUPED_MAX_PAIRS = 2**22
+_GROUPED_CHUNK_PAIRS = 2**16  # pairs per step of the IoU computation
+
+
+def _nms_grouped(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
+    """Per-group greedy NMS that compares boxes only inside their group; inputs already validated.
+
+    The same keeps, in the same order, as ``_nms_core(boxes, scores, iou_threshold, groups)``,
+    but faster when there are many groups of few boxes each (a dense detector's candidates:
+    one group per image and class, most boxes kept). :func:`_nms_core` compares each block with
+    every box still in play, of any group; here the boxes are sorted by group (best first inside
+    each), padded to ``[G, S]``, and one ``[G, S, S]`` IoU block holds every pair that can
+    suppress. The greedy pass then reads each group's packed bit rows on the host, as
+    :func:`_greedy_within_block` does. Falls back to :func:`_nms_core` when ``G * S * S`` would
+    exceed ``_GROUPED_MAX_PAIRS`` (one very large group).
+
+    Args:
+        boxes: ``[N, 4]`` xyxy; scores: ``[N]``; groups: ``[N]`` integer group ids;
+        iou_threshold: in ``[0, 1]``.
+
+    Returns:
+        ``[K]`` int64 kept indices, by decreasing score (ties: input order).
+    """
+    if boxes.dtype == torch.bfloat16:
+        boxes = boxes.float()
+    device = boxes.device
+    order = torch.sort(scores.detach(), descending=True, stable=True).indices  # [N]
+    order = order[torch.sort(groups[order], stable=True).indices]  # group-major, best first
+    if len(order) == 0:
+        return order
+    _, counts = torch.unique_consecutive(groups[order], return_counts=True)  # [G]
+    size = int(counts.max())
+    if len(counts) * size * size > _GROUPED_MAX_PAIRS:
+        return _nms_core(boxes, scores, iou_threshold, groups)
+    starts = counts.cumsum(0) - counts  # [G] first place of each group in ``order``
+    group_of = torch.repeat_interleave(torch.arange(len(counts), device=device), counts)  # [N]
+    slot = torch.arange(len(order), device=device) - starts[group_of]  # [N] place in its group
+    rows = boxes.new_zeros(5, len(counts), size)  # [5, G, S], padding boxes are never visited
+    rows[:, group_of, slot] = _corner_rows(boxes.detach()[order])
+    limit = _largest_at_most(iou_threshold, rows.dtype)
+    # A few groups at a time, so that the temporaries stay small enough for the caches.
+    step = max(1, _GROUPED_CHUNK_PAIRS // (size * size))
+    over = torch.cat(
+        [
+            _iou_above(rows[:, g : g + step], rows[:, g : g + step], limit)
+            for g in range(0, len(counts), step)
+        ]
+    )  # [G, S, S]
+    # Pack each row's bits (bit j: suppresses box j of the group), one transfer to the host.
+    padded = torch.nn.functional.pad(over, (0, -size % 8)).view(len(counts), size, -1, 8)
+    weights = _BIT_WEIGHTS if over.is_cpu else _BIT_WEIGHTS.to(device)
+    packed = padded.to(torch.uint8).mul_(weights).sum(3, dtype=torch.uint8).cpu().contiguous()
+    row_bytes = packed.shape[2]
+    data = ctypes.string_at(packed.data_ptr(), packed.numel())
+    kept = []
+    for group, (start, count) in enumerate(zip(starts.tolist(), counts.tolist(), strict=True)):
+        suppressed = 0
+        for i in range(count):
+            if not suppressed >> i & 1:
+                kept.append(start + i)
+                at = (group * size + i) * row_bytes
+                suppressed |= int.from_bytes(data[at : at + row_bytes], "little")
+    keep = order[torch.tensor(kept, dtype=torch.int64, device=device)].sort().values  # input order
+    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+
+
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy non-maximum suppression, identical to ``torchvision.ops.nms``.
 
     Visit the boxes in decreasing score order; keep a box unless a box kept before it has
-    ``IoU > iou_threshold`` with it (strictly greater: IoU equal to the threshold survives).
-    Equal scores are visited in input order (a stable sort), as torchvision does on the CPU.
+    ``IoU > iou_threshold`` with it (strictly greater: IoU equal to the threshold survives);
+    implements Eq. (eq-nms-rule) of book/03_nms. Equal scores are visited in input order (a stable sort), as torchvision does on the CPU.
     Validates the inputs, then runs the fast path, tested equal to :func:`nms_reference`; it
     stays on the boxes' device but for one small transfer per block of boxes. bfloat16 boxes are
     compared in float32.
@@ -293,6 +367,8 @@ class NMSStep(NamedTuple):
 def nms_steps(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Iterator[NMSStep]:
     """Greedy NMS one kept box at a time, written as the textbook loop, for figures.
 
+    Implements Eq. (eq-nms-rule) of book/03_nms, one kept box per step.
+
     ``[step.picked for step in nms_steps(...)]`` equals ``nms(...).tolist()``.
 
     Args:
@@ -355,7 +431,7 @@ def malisiewicz_nms_steps(
 
     Like greedy NMS, except that the overlap of a candidate with the picked box is
     ``|picked ∩ candidate| / |candidate|``: the fraction of the *candidate* that is covered, not
-    the IoU. A small box inside a big one is covered entirely (overlap 1) even when their IoU is
+    the IoU (Eq. (eq-nms-overlap) of book/03_nms). A small box inside a big one is covered entirely (overlap 1) even when their IoU is
     small. ``legacy_plus_one=True`` (the default here, as in the notes) adds 1 to every width and
     height. Equal scores are picked in input order; the notes' code (``np.argsort``, then pop
     from the end) would pick the later box first.
@@ -405,6 +481,10 @@ def malisiewicz_nms(
 ) -> Tensor:
     """The lecture notes' NMS: overlap = intersection / area of the other box (see the steps).
 
+    Implements Eq. (eq-nms-overlap) of book/03_nms. With ``legacy_plus_one=True`` it returns the
+    same indices as the notes' numpy ``non_max_suppression`` (the chapter checks it on random
+    boxes), except for equal scores, which it visits in input order.
+
     On the notes' five boxes with scores ``[0.6, 0.7, 0.9, 0.7, 0.8]`` and threshold 0.3 it
     keeps ``[2, 4]``, where IoU-based :func:`nms` keeps ``[2, 4, 0]``.
 
@@ -450,8 +530,10 @@ def soft_nms(
     Pick the box ``M`` with the highest current score, keep it, and rescale every remaining
     score ``s_i`` by a decreasing function of ``IoU(M, b_i)``:
 
-    * ``"linear"``: ``s_i * (1 - IoU)`` if ``IoU >= iou_threshold``, else unchanged;
-    * ``"gaussian"``: ``s_i * exp(-IoU**2 / sigma)`` (``iou_threshold`` is not used).
+    * ``"linear"``: ``s_i * (1 - IoU)`` if ``IoU >= iou_threshold``, else unchanged
+      (Eq. (eq-soft-nms-linear) of book/03_nms);
+    * ``"gaussian"``: ``s_i * exp(-IoU**2 / sigma)`` (``iou_threshold`` is not used;
+      Eq. (eq-soft-nms-gaussian) of book/03_nms).
 
     Boxes whose score falls below ``score_thresh`` are dropped. Equal scores are picked in
     input order.

@@ -62,7 +62,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from coursepkg.ops.validation import check_boxes
+from coursepkg.ops.validation import _all_true, _boxes_flag, _is_box_tensor, check_boxes
 
 # Values gathered per chunk (8 MiB of float32): small enough for the allocator to reuse the
 # buffer from chunk to chunk instead of page-faulting fresh memory each time.
@@ -123,9 +123,19 @@ def _as_rois(input: Tensor, boxes: Tensor | Sequence[Tensor], spatial_scale: flo
             f"boxes and input must have the same dtype, got {rois.dtype} and {input.dtype}"
         )
     rois = rois.detach()
+
+    def bad_batch_index() -> Tensor:  # [K]
+        index = rois[:, 0]
+        return (index != index.round()) | (index < 0) | (index >= input.shape[0])
+
+    # One host sync for the boxes and their batch indices; the checks below name a failure.
+    if _is_box_tensor(rois[:, 1:]) and _all_true(
+        [_boxes_flag(rois[:, 1:]), ~bad_batch_index().any()]
+    ):
+        return rois
     check_boxes(rois[:, 1:], "boxes")  # floating point, finite, x2 >= x1 and y2 >= y1
+    bad = bad_batch_index()
     batch_index = rois[:, 0]
-    bad = (batch_index != batch_index.round()) | (batch_index < 0) | (batch_index >= input.shape[0])
     if bad.any():
         row = int(torch.nonzero(bad)[0, 0])
         raise ValueError(
@@ -145,11 +155,18 @@ def _chunks(
         per_cell: values gathered per block cell (the channel count, times bins if any).
 
     Returns:
-        ``order`` [K] (RoI indices sorted by area) and ``(start, end, rows, cols)`` per group:
-        the slice of ``order`` and the block size that covers all its RoIs.
+        ``order`` [K] (RoI indices sorted by area, on the device) and ``(start, end, rows, cols)``
+        per group: the slice of ``order`` and the block size that covers all its RoIs.
     """
-    order = torch.sort((rows * cols).cpu(), stable=True).indices
-    rows_list, cols_list = rows.cpu()[order].tolist(), cols.cpu()[order].tolist()
+    order = torch.sort(rows * cols, stable=True).indices  # [K]
+    sizes = torch.stack([rows[order], cols[order]]).tolist()  # [2, K]: the one host sync
+    return order, _group(*sizes, per_cell)
+
+
+def _group(
+    rows_list: list[int], cols_list: list[int], per_cell: int
+) -> list[tuple[int, int, int, int]]:
+    """The groups of :func:`_chunks`, from the block sizes of the RoIs in area order."""
     groups, start, max_r, max_c = [], 0, 0, 0
     for i, (r, c) in enumerate(zip(rows_list, cols_list, strict=True)):
         new_r, new_c = max(max_r, r), max(max_c, c)
@@ -158,7 +175,7 @@ def _chunks(
             start, new_r, new_c = i, r, c
         max_r, max_c = new_r, new_c
     groups.append((start, len(rows_list), max_r, max_c))
-    return order.to(rows.device), groups
+    return groups
 
 
 def _channels_first(values: Tensor, shape: torch.Size) -> Tensor:
@@ -328,7 +345,8 @@ def roi_pool_reference(
 
     "RoI max pooling works by dividing the ``h x w`` RoI window into an ``H x W`` grid of
     sub-windows of approximate size ``h/H x w/W`` and then max-pooling the values in each
-    sub-window into the corresponding output grid cell." The rounding rules are those of
+    sub-window into the corresponding output grid cell." The bin edges are equation
+    ``roi-pool-bins`` of book/06_fast_rcnn. The rounding rules are those of
     ``torchvision.ops.roi_pool`` (and of the original Caffe layer). The tests check that the fast
     :func:`roi_pool` (and torchvision) return the same values on seeded random maps and boxes,
     and on edge cases (RoIs at or beyond the border, bins of one cell, RoIs smaller than a cell).
@@ -387,7 +405,7 @@ def _roi_pool(
     w_start, w_end = _pool_bins(corners[:, 0::2], width, out_w, input.dtype)  # [K, W_out] each
     empty = (h_end <= h_start)[:, :, None] | (w_end <= w_start)[:, None, :]  # [K, H_out, W_out]
     num_cells = num_images * height * width
-    plan = _plan_runs(h_start, h_end, w_start, w_end, num_cells, channels)
+    plan = _plan_runs(h_start, h_end, w_start, w_end, height, width, num_cells, channels)
     table_shape = (plan.tables * num_cells + 1, channels)
 
     if not (torch.is_grad_enabled() and input.requires_grad):
@@ -436,7 +454,7 @@ class _RunPlan(NamedTuple):
     level: Tensor  # [K, H_out, W_out] which level the bin's runs are read from
 
 
-def _runs(start: Tensor, end: Tensor, cap: int) -> tuple[Tensor, Tensor, Tensor]:
+def _runs(start: Tensor, end: Tensor, cap: int, most: int) -> tuple[Tensor, Tensor, Tensor]:
     """Cover every bin ``[start, end)`` with runs of ``2^b`` cells, ``b = min(floor(log2 L), cap)``.
 
     With ``b = floor(log2 L)`` two runs do it: ``[start, start + 2^b)`` and ``[end - 2^b, end)``
@@ -446,6 +464,8 @@ def _runs(start: Tensor, end: Tensor, cap: int) -> tuple[Tensor, Tensor, Tensor]
     Args:
         start, end: [K, P] int64 bin bounds along one axis (``end <= start``: empty bin).
         cap: the highest level of the table.
+        most: ``max(n, 1)`` with ``n`` the most runs any bin needs (known to the caller, so that
+            it need not be read from the device here).
 
     Returns:
         ``first`` [K, P, n] first cell of every run (-1 past a bin's last run or in an empty bin),
@@ -453,7 +473,7 @@ def _runs(start: Tensor, end: Tensor, cap: int) -> tuple[Tensor, Tensor, Tensor]
     """
     length = (end - start).clamp(min=0)
     level, size, count = _run_size(length, cap)
-    j = torch.arange(max(int(count.max()), 1), device=start.device)  # [n]
+    j = torch.arange(most, device=start.device)  # [n]
     first = torch.where(j < count[..., None] - 1, start[..., None] + j * size[..., None], -1)
     first = torch.where(j == count[..., None] - 1, (end - size)[..., None], first)
     return first, level, count
@@ -475,48 +495,69 @@ def _run_size(length: Tensor, cap: int) -> tuple[Tensor, Tensor, Tensor]:
     return level, size, (length + size - 1).div(size, rounding_mode="floor")
 
 
-def _runs_needed(length: Tensor, cap: int) -> Tensor:
-    """[K] the most runs any bin of a RoI needs at level cap ``cap`` (``length`` [K, P])."""
-    return _run_size(length, cap)[2].amax(dim=1).clamp(min=1)
+def _runs_needed(length: Tensor, caps: int) -> Tensor:
+    """[caps, K] the most runs any bin of a RoI needs at each level cap ``0 .. caps - 1``
+    (``length`` [K, P]); at least 1."""
+    top = _run_size(length, caps - 1)[0]  # [K, P] floor(log2 L), at most caps - 1
+    cap = torch.arange(caps, device=length.device)[:, None, None]  # [caps, 1, 1]
+    size = torch.bitwise_left_shift(1, torch.minimum(top, cap))  # [caps, K, P]: 2^level
+    count = (length + size - 1).div(size, rounding_mode="floor")  # as _run_size, per cap
+    return count.amax(dim=2).clamp(min=1)
 
 
 def _plan_runs(
-    h_start: Tensor, h_end: Tensor, w_start: Tensor, w_end: Tensor, num_cells: int, channels: int
+    h_start: Tensor,
+    h_end: Tensor,
+    w_start: Tensor,
+    w_end: Tensor,
+    height: int,
+    width: int,
+    num_cells: int,
+    channels: int,
 ) -> _RunPlan:
     """Choose the sparse table's levels and lay out how each bin reads it.
 
     More levels mean fewer reads per bin but more tables to build. Each pair of caps is priced
     per channel as the cells read (runs per bin, the most of any bin of the RoI, summed over all
     bins) plus the cells written to build the tables; the cheapest pair whose tables fit in
-    ``_TABLE_ELEMENTS`` values wins. Many RoIs on a small map get every level (at most 4 reads
-    per bin); a few RoIs on a big map get few levels.
+    ``_TABLE_ELEMENTS`` values wins (the first one, caps in increasing order, on ties). Many RoIs
+    on a small map get every level (at most 4 reads per bin); a few RoIs on a big map get few
+    levels.
+
+    The prices of every pair are computed on the device, and the host reads the choice together
+    with the RoIs' block sizes in one transfer. The caps tried go up to ``log2`` of the map's
+    side: a cap beyond the longest bin reads no fewer cells and builds more tables, so it is
+    never cheapest, and the choice is the one that trying only the caps up to the longest bin
+    would make.
 
     Args:
-        h_start, h_end: [K, H_out]; w_start, w_end: [K, W_out] int64 bin bounds.
+        h_start, h_end: [K, H_out]; w_start, w_end: [K, W_out] int64 bin bounds, inside the map.
+        height, width: H, W of the feature map.
         num_cells: N * H * W, the cells of one table; channels: C.
     """
-    length_y = (h_end - h_start).clamp(min=0).cpu()
-    length_x = (w_end - w_start).clamp(min=0).cpu()
+    # Bins lie inside the map, so no bin is longer than its side: caps 0 .. floor(log2 side).
+    top_y, top_x = max(height, 1).bit_length(), max(width, 1).bit_length()
+    runs_y = _runs_needed((h_end - h_start).clamp(min=0), top_y)  # [top_y, K]
+    runs_x = _runs_needed((w_end - w_start).clamp(min=0), top_x)  # [top_x, K]
     bins = h_start.shape[1] * w_start.shape[1]
-    top_y, top_x = (max(int(length.max()), 1).bit_length() for length in (length_y, length_x))
-    runs_x = [_runs_needed(length_x, cap) for cap in range(top_x)]
-    best = None
-    for cap_y in range(top_y):
-        runs_y = _runs_needed(length_y, cap_y)
-        for cap_x in range(top_x):
-            tables = (cap_y + 1) * (cap_x + 1)
-            if tables > 1 and tables * num_cells * channels > _TABLE_ELEMENTS:
-                continue
-            reads = int((runs_y * runs_x[cap_x]).sum()) * bins
-            cost = reads + 2 * (tables - 1) * num_cells  # a table cell costs about two reads
-            if best is None or cost < best[0]:
-                best = (cost, cap_y, cap_x)
-    _, cap_y, cap_x = best
-    first_y, level_y, count_y = _runs(h_start, h_end, cap_y)
-    first_x, level_x, count_x = _runs(w_start, w_end, cap_x)
-    order, groups = _chunks(
-        count_y.amax(dim=1).clamp(min=1), count_x.amax(dim=1).clamp(min=1), bins * channels
-    )
+    reads = (runs_y[:, None, :] * runs_x[None, :, :]).sum(dim=2) * bins  # [top_y, top_x]
+    tables = torch.arange(1, top_y + 1)[:, None] * torch.arange(1, top_x + 1)[None, :]  # host
+    too_big = (tables > 1) & (tables * num_cells * channels > _TABLE_ELEMENTS)
+    cost = reads + (2 * (tables - 1) * num_cells).to(reads.device)  # a table cell ~ two reads
+    cost = cost.masked_fill(too_big.to(reads.device), torch.iinfo(cost.dtype).max)
+    best = cost.flatten().argmin()  # the first cheapest pair in (cap_y, cap_x) order; on device
+    # [K] runs per bin at those caps (index_select: indexing with a 0-d tensor reads it on the host)
+    rows = runs_y.index_select(0, (best // top_x)[None])[0]
+    cols = runs_x.index_select(0, (best % top_x)[None])[0]
+    order = torch.sort(rows * cols, stable=True).indices  # [K], as _chunks orders them
+    # The one host sync: the choice and the block sizes of the RoIs in area order.
+    plan = torch.cat([best[None], rows[order], cols[order]]).tolist()
+    cap_y, cap_x = divmod(plan[0], top_x)
+    num_rois = rows.shape[0]
+    rows_list, cols_list = plan[1 : 1 + num_rois], plan[1 + num_rois :]
+    first_y, level_y, _ = _runs(h_start, h_end, cap_y, max(rows_list))
+    first_x, level_x, _ = _runs(w_start, w_end, cap_x, max(cols_list))
+    groups = _group(rows_list, cols_list, bins * channels)
     level = level_y[:, :, None] * (cap_x + 1) + level_x[:, None, :]
     return _RunPlan(
         cap_y,
@@ -606,7 +647,7 @@ def _bin_max(spans: Tensor, batch: Tensor, height: int, width: int, plan: _RunPl
 
 
 def _axis_samples(
-    start: Tensor, bin_size: Tensor, grid: Tensor, bins: int, size: int
+    start: Tensor, bin_size: Tensor, grid: Tensor, max_grid: int, bins: int, size: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Bilinear sample positions and weights along one axis, as torchvision's RoIAlign computes them.
 
@@ -616,13 +657,13 @@ def _axis_samples(
 
     Args:
         start: [K] window start in feature cells; bin_size: [K]; grid: [K] int64 samples per bin.
+        max_grid: ``max(grid.max(), 1)``, from the caller (reading it here would be a host sync).
         bins: H_out or W_out; size: H or W of the feature map.
 
     Returns:
         ``low, high`` [K, P, G] int64 and ``w_low, w_high`` [K, P, G] weights, already divided by
         ``grid`` (the average), 0 for dropped samples and for padding (``i >= grid``).
     """
-    max_grid = max(int(grid.max()), 1)
     p = torch.arange(bins, dtype=start.dtype, device=start.device)[None, :, None]  # [1, P, 1]
     i = torch.arange(max_grid, device=start.device)[None, None, :]  # [1, 1, G]
     grid_f = grid.to(start.dtype)[:, None, None]  # [K, 1, 1]
@@ -708,8 +749,8 @@ def roi_align(
         return input.new_zeros(num_rois, channels, out_h, out_w)
 
     box = rois[:, 1:] * spatial_scale - (0.5 if aligned else 0.0)  # [K, 4] feature cells, unrounded
-    axes = []  # per axis: (low, high, w_low, w_high) samples, window origin [K], window length [K]
-    for (lo, hi), bins, size in (((1, 3), out_h, height), ((0, 2), out_w, width)):
+    per_axis = []  # per axis: box start [K], extent [K], samples per bin [K]
+    for (lo, hi), bins in (((1, 3), out_h), ((0, 2), out_w)):
         extent = box[:, hi] - box[:, lo]  # [K]
         if not aligned:
             extent = extent.clamp(min=1.0)  # legacy: boxes smaller than a cell become one cell
@@ -717,7 +758,16 @@ def roi_align(
             grid = torch.full_like(extent, sampling_ratio, dtype=torch.int64)
         else:
             grid = torch.ceil(extent / bins).long()  # adaptive; 0 for an empty aligned box
-        low, high, w_low, w_high = _axis_samples(box[:, lo], extent / bins, grid, bins, size)
+        per_axis.append((box[:, lo], extent, grid))
+    if sampling_ratio > 0:
+        max_grids = [sampling_ratio, sampling_ratio]
+    else:  # adaptive: one host sync for both axes
+        max_grids = torch.stack([grid.max() for _, _, grid in per_axis]).clamp(min=1).tolist()
+    axes = []  # per axis: (low, high, w_low, w_high) samples, window origin [K], window length [K]
+    for (start, extent, grid), max_grid, bins, size in zip(
+        per_axis, max_grids, (out_h, out_w), (height, width), strict=True
+    ):
+        low, high, w_low, w_high = _axis_samples(start, extent / bins, grid, max_grid, bins, size)
         axes.append(((low, high, w_low, w_high), *_window(low, high, w_low + w_high, size)))
     (y_samples, y_origin, y_len), (x_samples, x_origin, x_len) = axes
     order, groups = _chunks(y_len, x_len, channels)

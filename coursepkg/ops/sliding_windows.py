@@ -43,6 +43,8 @@ def window_positions(length: int, window: int, step: int) -> list[int]:
 
     The positions are ``0, step, 2 * step, ...`` up to and **including** ``length - window``,
     the last start at which the window still fits: ``range(0, length - window + 1, step)``.
+    Implements Eq. (eq-window-positions) of book/01_sliding_windows:
+    ``x_k = k * step`` for ``k < (length - window) // step + 1``.
     The notes write ``np.arange(0, W - win_w, step)``, whose stop is exclusive, so when
     ``W - win_w`` is a multiple of the step the last column (or row) of windows is missing:
     for ``W = 128, win_w = 64, step = 8`` the notes give 8 positions (0..56) where 9 fit (0..64).
@@ -91,6 +93,9 @@ def sliding_windows(
     device: torch.device | str | None = None,
 ) -> Tensor:
     """Every window position as an xyxy box, row-major (x varies fastest).
+
+    Implements Eq. (eq-window-positions) of book/01_sliding_windows along both axes: the boxes
+    ``(x_k, y_j, x_k + win_w, y_j + win_h)`` for every start ``x_k`` and ``y_j``.
 
     Args:
         image_size: ``(height, width)`` of the image.
@@ -253,7 +258,8 @@ def count_windows(
 
     Uses the same level sizes as :func:`image_pyramid` and the same positions as
     :func:`window_positions`, counted in closed form (``(H - h) // step + 1`` per axis), so a
-    gigapixel image answers at once.
+    gigapixel image answers at once. Implements Eq. (eq-window-count) of
+    book/01_sliding_windows: the sum over levels of ``n_x * n_y``.
 
     Args:
         image_size: ``(height, width)`` of the original image.

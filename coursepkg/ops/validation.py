@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -91,15 +91,107 @@ def check_boxes(boxes: Tensor, name: str = "boxes", *, fmt: str = "xyxy") -> Non
     if fmt != "xyxy":
         _raise_first_bad_row(boxes, name, fmt)
         return
-    # Fast path, one reduction: widths and heights must be >= 0 and finite. NaN propagates
-    # through aminmax and fails the test, and so does any infinite coordinate (inf - x = inf,
-    # inf - inf = NaN).
-    smallest, largest = torch.aminmax(boxes[:, 2:] - boxes[:, :2])  # over all widths, heights
-    # One bool() for both bounds: on a GPU each read of a value is a host-device synchronisation.
-    if bool((smallest >= 0) & (largest <= torch.finfo(boxes.dtype).max)):
+    # One bool() for the whole test: on a GPU each read of a value is a host-device sync.
+    if bool(_boxes_look_valid(boxes)):
         return
     # A width can overflow to inf for huge finite coordinates; the slow path accepts those.
     _raise_first_bad_row(boxes, name, "xyxy")
+
+
+def _boxes_look_valid(boxes: Tensor, *, positive: bool = False) -> Tensor:
+    """The fast test of :func:`check_boxes`, as a 0-d bool tensor (no host synchronisation).
+
+    True when every width and height of a ``[N, 4]`` float xyxy tensor (``N >= 1``, structure
+    already checked) is ``>= 0`` (``> 0`` with ``positive``) and finite. One reduction: NaN
+    propagates through ``aminmax`` and fails the test, and so does any infinite coordinate
+    (``inf - x = inf``, ``inf - inf = NaN``). False for a width that overflows to inf although
+    its coordinates are finite: :func:`check_boxes`' slow path accepts those.
+    """
+    smallest, largest = torch.aminmax(boxes[:, 2:] - boxes[:, :2])  # over all widths, heights
+    low_ok = smallest > 0 if positive else smallest >= 0
+    return low_ok & (largest <= torch.finfo(boxes.dtype).max)
+
+
+def _is_box_tensor(boxes: object) -> bool:
+    """The structure :func:`check_boxes` requires: a floating ``[N, 4]`` tensor (no sync)."""
+    return (
+        isinstance(boxes, Tensor)
+        and boxes.is_floating_point()
+        and boxes.dim() == 2
+        and boxes.shape[1] == 4
+    )
+
+
+def _boxes_flag(boxes: object, *, positive: bool = False) -> Tensor | bool:
+    """:func:`check_boxes` (xyxy) as one flag, without a host sync: False for a wrong type, dtype
+    or shape, True for ``[0, 4]``, else :func:`_boxes_look_valid` (read it with :func:`_all_true`)."""
+    if not _is_box_tensor(boxes):
+        return False
+    if boxes.shape[0] == 0:
+        return True
+    return _boxes_look_valid(boxes, positive=positive)
+
+
+def _all_true(flags: Iterable[Tensor | bool]) -> bool:
+    """Whether every flag holds, with at most one host synchronisation for all of them.
+
+    ``flags`` mixes Python bools (decided on the host) and 0-d bool tensors (decided on the
+    device); the tensors are stacked and read once. Tensors on different devices give False, so
+    that the caller's slow path decides.
+    """
+    tensors = []
+    for flag in flags:
+        if isinstance(flag, bool):
+            if not flag:
+                return False
+        else:
+            tensors.append(flag)
+    if not tensors:
+        return True
+    if len({t.device for t in tensors}) > 1:
+        return False
+    return bool(torch.stack(tensors).all())
+
+
+def _target_looks_valid(
+    target: object,
+    *,
+    num_classes: int | None = None,
+    image_size: Sequence[int] | None = None,
+    positive_size: bool = False,
+) -> Tensor | bool:
+    """Every test of :func:`check_target` as one flag, without a host synchronisation.
+
+    A Python bool where the host can decide (False on any wrong type, key, dtype or shape; True
+    for a target without boxes), else a 0-d bool tensor that is True when the values pass too.
+    A batch reads all its flags at once with :func:`_all_true`; only when that fails does the
+    caller run :func:`check_target` target by target, which names the first problem. A False
+    never passes bad input: :func:`check_target` decides.
+    """
+    if not isinstance(target, Mapping) or "boxes" not in target or "labels" not in target:
+        return False
+    boxes, labels = target["boxes"], target["labels"]
+    if not _is_box_tensor(boxes):
+        return False
+    if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
+        return False
+    if labels.shape != (boxes.shape[0],) or labels.device != boxes.device:
+        return False
+    if boxes.shape[0] == 0:
+        return True
+    flag = _boxes_look_valid(boxes, positive=positive_size)
+    low, high = torch.aminmax(labels)
+    flag = flag & (low >= 0)
+    if num_classes is not None:
+        flag = flag & (high < num_classes)
+    if image_size is not None:
+        try:
+            height, width = check_image_size(image_size)
+        except (TypeError, ValueError):
+            return False
+        inside = (boxes[:, :2].amin() >= 0) & (boxes[:, 2].amax() <= width)
+        flag = flag & inside & (boxes[:, 3].amax() <= height)
+    return flag
 
 
 def as_int(value: object, name: str, whole: object) -> int:
@@ -311,8 +403,8 @@ def check_labels(
     if length == 0:
         return labels
     low, high = torch.aminmax(labels)
-    too_high = num_classes is not None and int(high) >= num_classes
-    if int(low) < 0 or too_high:
+    ok = low >= 0 if num_classes is None else (low >= 0) & (high < num_classes)
+    if not bool(ok):  # one host sync for both bounds
         bad = (labels < 0) if num_classes is None else (labels < 0) | (labels >= num_classes)
         i = int(torch.nonzero(bad)[0, 0])
         allowed = ">= 0" if num_classes is None else f"in 0..{num_classes - 1}"
@@ -367,6 +459,11 @@ def check_target(
 
     Chapter: book/data_and_conventions
     """
+    flag = _target_looks_valid(
+        target, num_classes=num_classes, image_size=image_size, positive_size=positive_size
+    )
+    if _all_true([flag]):  # one host sync for every test; the steps below name a failure
+        return
     if not isinstance(target, Mapping):
         raise TypeError(f"{name} must be a dict, got {type(target).__name__}")
     missing = [key for key in ("boxes", "labels") if key not in target]

@@ -39,12 +39,17 @@ def mistake(question: str, description: str, *edits: tuple[str, str]) -> Mistake
 def all_mistakes() -> list[Mistake]:
     from grading_mistakes import (
         boxes_iou,
+        confidence,
         evaluation,
         fast_rcnn,
         faster_rcnn,
+        fcos,
+        iou_losses,
         nms,
         rcnn,
+        retinanet,
         sliding_windows,
+        yolo,
     )
 
     return [
@@ -55,4 +60,9 @@ def all_mistakes() -> list[Mistake]:
         *rcnn.MISTAKES,
         *fast_rcnn.MISTAKES,
         *faster_rcnn.MISTAKES,
+        *confidence.MISTAKES,
+        *iou_losses.MISTAKES,
+        *yolo.MISTAKES,
+        *retinanet.MISTAKES,
+        *fcos.MISTAKES,
     ]

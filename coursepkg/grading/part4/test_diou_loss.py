@@ -1,0 +1,44 @@
+"""Grading tests of ``diou_loss(boxes1, boxes2)``, the DIoU loss of matched boxes (exercise 12).
+
+Compared with :func:`coursepkg.ops.iou_losses.diou_loss` (``reduction="none"``, ``eps=1e-7``, equal
+to torchvision's ``distance_box_iou_loss``) on the worked example, the edge cases of
+:mod:`coursepkg.grading.part4._pairs` and seeded random boxes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from coursepkg.grading.expect import Case, call, expect_tensor
+from coursepkg.grading.part4 import _pairs
+from coursepkg.ops.iou_losses import diou_loss, giou_loss, iou_loss
+
+
+def _diagnoses(case: Case):
+    boxes1, boxes2 = case.inputs()
+    return [
+        (
+            "that is 1 - IoU without the DIoU penalty: add ρ² / (c² + eps), the squared distance "
+            "between the centres over the squared diagonal of the enclosing box",
+            lambda: iou_loss(boxes1, boxes2, reduction="none"),
+        ),
+        (
+            "that is the GIoU loss: DIoU's penalty is the centre distance, not the enclosing box's "
+            "empty area",
+            lambda: giou_loss(boxes1, boxes2, reduction="none"),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("case", _pairs.cases(), ids=str)
+def test_diou_loss(student, case: Case) -> None:
+    got = call(student, case)
+    expect_tensor(
+        got,
+        _pairs.reference(diou_loss, case),
+        case,
+        atol=1e-5,
+        rtol=1e-4,
+        diagnoses=_diagnoses(case),
+        picture=_pairs.picture(case),
+    )
