@@ -1,0 +1,287 @@
+"""The capstone comparison: every ``fit``-trained detector of the course, same data, one table.
+
+Each detector trains with its chapter's recipe (model settings, epochs, batch size, learning
+rate: :data:`coursepkg.engine.train_shapes.DETECTORS`) on a prefix of one stream of shapes
+images, so every detector sees the first images of the same training set and as many of them as
+its chapter uses, and is scored on one held-out set that no detector trained on::
+
+    python -m coursepkg.engine.capstone --profile cpu            # writes book/capstone_cpu.json
+    python -m coursepkg.engine.capstone --profile gpu            # on a GPU: the gpu recipes
+    python -m coursepkg.engine.capstone --detectors retinanet fcos --profile smoke --out /tmp/c.json
+
+The table has, per detector: COCO-style AP, AP50, AP75 and AP small/medium/large (from
+:class:`coursepkg.evaluation.MeanAveragePrecision`), TIDE's six ΔAP at IoU 0.5
+(:func:`coursepkg.evaluation.error_breakdown`), the parameter count, the training time and the
+inference speed (held-out images per second through ``detect``, batches of 8, after one warm-up
+batch), all measured on this machine in one run.
+
+Interrupted runs resume. After each detector the results file is rewritten (atomically) and a
+detector already in it, for the same profile and settings, is skipped; the detector being
+trained resumes from its last finished epoch in ``--checkpoint-dir/<detector>/`` (see
+:func:`coursepkg.engine.training.fit`). One line per detector reports progress.
+
+R-CNN and the sliding-window baseline are not in the table: they do not train with ``fit``
+(R-CNN fine-tunes on warped regions, then fits SVMs and box regressors one class at a time); their
+chapters report their own mAP.
+
+Chapter: book/14_capstone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from coursepkg.data import ShapesDataset
+from coursepkg.engine.runtime import PROFILES, get_profile
+from coursepkg.engine.train_shapes import DETECTORS, ShapesJob
+from coursepkg.engine.training import evaluate, fit, predict
+from coursepkg.evaluation import error_breakdown
+from coursepkg.ops.validation import check_int
+
+__all__ = [
+    "CAPSTONE_DATA",
+    "CapstoneData",
+    "capstone_data",
+    "measure_detector",
+    "run_capstone",
+    "main",
+]
+
+#: Fields every detector's row of the results has.
+ROW_KEYS = (
+    "detector", "map", "map_50", "map_75", "map_small", "map_medium", "map_large", "delta_ap",
+    "parameters", "train_images", "epochs", "train_seconds", "inference_images_per_second",
+)  # fmt: skip
+
+
+class CapstoneData:
+    """The shared split of one profile: ``num_val`` held-out images and the training stream.
+
+    Attributes:
+        num_val: held-out images (seed ``val_seed``), the same for every detector.
+        train_seed, val_seed: the seeds of the two streams (different: no image is in both).
+    """
+
+    def __init__(self, num_val: int, train_seed: int = 0, val_seed: int = 1) -> None:
+        self.num_val = check_int(num_val, "num_val", low=1)
+        self.train_seed = check_int(train_seed, "train_seed", low=0)
+        self.val_seed = check_int(val_seed, "val_seed", low=0)
+        if train_seed == val_seed:
+            raise ValueError(f"train_seed and val_seed must differ, both are {train_seed}")
+
+    def as_dict(self) -> dict[str, int]:
+        return {"num_val": self.num_val, "train_seed": self.train_seed, "val_seed": self.val_seed}
+
+
+#: The held-out set of every profile (the training sets are each recipe's own size).
+CAPSTONE_DATA: dict[str, CapstoneData] = {
+    "smoke": CapstoneData(num_val=16),
+    "cpu": CapstoneData(num_val=200),
+    "gpu": CapstoneData(num_val=500),
+}
+
+
+def capstone_data(profile: str) -> CapstoneData:
+    """The shared split of a run profile.
+
+    Raises:
+        ValueError: for an unknown profile name.
+    """
+    if profile not in CAPSTONE_DATA:
+        raise ValueError(f"profile must be one of {', '.join(PROFILES)}; got {profile!r}")
+    return CAPSTONE_DATA[profile]
+
+
+def _image_size(dataset: Dataset) -> tuple[int, int]:
+    image = dataset[0][0]
+    return int(image.shape[-2]), int(image.shape[-1])
+
+
+def _shared_split(job: ShapesJob, data: CapstoneData) -> tuple[Dataset, Dataset]:
+    """The job's training set re-drawn as a prefix of the shared stream, and the shared val set.
+
+    Items of a ``ShapesDataset`` are drawn from their own seeds, so the first ``n`` images of the
+    stream are the same for every detector that trains on ``n`` or more.
+    """
+    size = _image_size(job.train_set)
+    train = ShapesDataset(len(job.train_set), size, seed=data.train_seed)
+    val = ShapesDataset(data.num_val, size, seed=data.val_seed)
+    return train, val
+
+
+def _inference_speed(model: torch.nn.Module, images: Sequence[torch.Tensor], batch_size: int = 8) -> float:
+    """Held-out images per second through ``predict``, after one warm-up batch."""
+    predict(model, list(images[:batch_size]))  # warm-up: caches (anchors, points), allocator
+    start = time.perf_counter()
+    for i in range(0, len(images), batch_size):
+        predict(model, list(images[i : i + batch_size]))
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return len(images) / (time.perf_counter() - start)
+
+
+def measure_detector(
+    name: str,
+    profile: str,
+    *,
+    checkpoint_dir: Path | None = None,
+    seed: int = 0,
+    data: CapstoneData | None = None,
+) -> dict[str, object]:
+    """Train one detector with its chapter's recipe on the shared split and measure it.
+
+    Args:
+        name: a key of :data:`coursepkg.engine.train_shapes.DETECTORS`.
+        profile: ``"smoke"``, ``"cpu"`` or ``"gpu"``.
+        checkpoint_dir: where ``fit`` keeps this detector's checkpoints (resume); None: none.
+        seed: initial weights and data order.
+        data: the shared split; default :func:`capstone_data` of the profile.
+
+    Returns:
+        The detector's row: the keys of :data:`ROW_KEYS`, ``delta_ap`` a dict of TIDE's six types.
+
+    Raises:
+        ValueError: for an unknown detector or profile.
+    """
+    if name not in DETECTORS:
+        raise ValueError(f"detector must be one of {', '.join(sorted(DETECTORS))}; got {name!r}")
+    data = data or capstone_data(profile)
+    torch.manual_seed(seed)
+    job = DETECTORS[name](profile)
+    train_set, val_set = _shared_split(job, data)
+    model = job.model
+    start = time.perf_counter()
+    fit(
+        model, train_set, epochs=job.epochs, batch_size=job.batch_size, lr=job.lr,
+        weight_decay=job.weight_decay, checkpoint_dir=checkpoint_dir, seed=seed, progress=False,
+    )  # fmt: skip
+    train_seconds = time.perf_counter() - start
+    val_items = [val_set[i] for i in range(len(val_set))]
+    images = [image for image, _ in val_items]
+    metrics = evaluate(model, val_set)
+    preds = predict(model, images)
+    breakdown = error_breakdown(preds, [target for _, target in val_items])
+    return {
+        "detector": name,
+        **{key: float(metrics[key]) for key in ROW_KEYS[1:7]},
+        "delta_ap": {kind: float(v) for kind, v in breakdown.delta_ap.items()},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_images": len(train_set),
+        "epochs": job.epochs,
+        "train_seconds": train_seconds,
+        "inference_images_per_second": _inference_speed(model, images),
+    }
+
+
+def _write_atomically(path: Path, payload: Mapping[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def _header(profile: str, data: CapstoneData, seed: int) -> dict[str, object]:
+    """What must match for stored rows to be reused: profile, split and seed."""
+    return {"profile": profile, "data": data.as_dict(), "seed": seed}
+
+
+def run_capstone(
+    profile: str,
+    out: Path,
+    *,
+    detectors: Sequence[str] | None = None,
+    checkpoint_dir: Path | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, object]:
+    """Measure every detector (or ``detectors``) and write the results to ``out`` after each.
+
+    A results file for the same profile, split and seed is resumed: its detectors are kept and not
+    trained again. A file for other settings is not mixed in: it raises.
+
+    Returns:
+        ``{"profile", "data", "seed", "machine", "torch", "device", "rows": [...]}``, as written.
+
+    Raises:
+        ValueError: for an unknown profile or detector, or if ``out`` holds other settings'
+            results (delete it or choose another ``out``).
+    """
+    names = list(detectors) if detectors is not None else list(DETECTORS)
+    for name in names:
+        if name not in DETECTORS:
+            raise ValueError(f"detector must be one of {', '.join(sorted(DETECTORS))}; got {name!r}")
+    data = capstone_data(profile)
+    header = _header(profile, data, seed)
+    results: dict[str, object] = {
+        **header,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "rows": [],
+    }
+    out = Path(out)
+    if out.exists():
+        stored = json.loads(out.read_text())
+        if {key: stored.get(key) for key in header} != header:
+            raise ValueError(
+                f"{out} holds results for other settings ({ {k: stored.get(k) for k in header} }), "
+                f"not {header}: delete it or pass another --out"
+            )
+        results["rows"] = [row for row in stored.get("rows", []) if row["detector"] in names]
+    done = {row["detector"] for row in results["rows"]}
+    for i, name in enumerate(names, start=1):
+        if name in done:
+            log(f"[{i}/{len(names)}] {name}: already in {out}, skipped")
+            continue
+        log(f"[{i}/{len(names)}] {name}: training ({profile} recipe) ...")
+        row = measure_detector(
+            name, profile, seed=seed, data=data,
+            checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / name,
+        )  # fmt: skip
+        results["rows"].append(row)
+        results["rows"].sort(key=lambda r: names.index(r["detector"]))
+        _write_atomically(out, results)
+        log(
+            f"[{i}/{len(names)}] {name}: mAP@0.5 {row['map_50']:.3f}, AP {row['map']:.3f}, "
+            f"{row['train_seconds']:.0f} s training, {row['inference_images_per_second']:.0f} images/s"
+        )
+    _write_atomically(out, results)
+    return results
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m coursepkg.engine.capstone",
+        description="Train every detector of the course on the same data and write one table.",
+    )
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="run profile (default: $COURSE_PROFILE, else by hardware)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results file (default: book/capstone_<profile>.json)")
+    parser.add_argument("--detectors", nargs="+", choices=sorted(DETECTORS), default=None)
+    parser.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints/capstone"))
+    parser.add_argument("--seed", type=int, default=0)
+    return parser  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, object]:
+    """The command line; returns the results it wrote."""
+    args = _parser().parse_args(argv)
+    profile = args.profile or get_profile().name
+    out = args.out or Path("book") / f"capstone_{profile}.json"
+    return run_capstone(
+        profile, out, detectors=args.detectors, checkpoint_dir=args.checkpoint_dir, seed=args.seed
+    )
+
+
+if __name__ == "__main__":
+    main()
