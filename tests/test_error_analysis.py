@@ -361,3 +361,27 @@ def test_plot_error_breakdown_rejects_bad_values():
         plot_error_breakdown({"missed": float("nan")})
     with pytest.raises(TypeError, match=r"delta_ap\['missed'\] must be a number"):
         plot_error_breakdown({"missed": "0.1"})
+
+
+def test_equals_tidecv_on_a_trained_detectors_detections():
+    """The capstone's kind of input: a detector's own output (up to 100 scored boxes per image,
+    many overlapping, five classes), here a small RetinaNet trained for a few steps."""
+    tidecv = pytest.importorskip("tidecv")
+    from coursepkg.data import ShapesDataset
+    from coursepkg.engine.recipes import retinanet_recipe
+    from coursepkg.engine.training import fit, predict
+    from coursepkg.models.retinanet import RetinaNet
+
+    torch.manual_seed(0)
+    model = RetinaNet(retinanet_recipe("smoke").config)
+    fit(model, ShapesDataset(16, (96, 96), seed=3), epochs=2, batch_size=4, lr=4e-3, progress=False)
+    held_out = ShapesDataset(8, (96, 96), seed=4)
+    targets = [held_out[i][1] for i in range(len(held_out))]
+    preds = predict(model, [held_out[i][0] for i in range(len(held_out))])
+    assert sum(len(p["boxes"]) for p in preds) > 50  # a real, crowded output, not a toy one
+    ap, delta_ap, counts = tidecv_breakdown(tidecv, preds, targets)
+    result = error_breakdown(preds, targets)
+    assert result.ap * 100 == pytest.approx(ap, abs=1e-9)
+    for name in ERROR_TYPES:
+        assert result.delta_ap[name] * 100 == pytest.approx(delta_ap[TIDE_NAMES[name]], abs=1e-9), name
+        assert result.counts[name] == counts[TIDE_NAMES[name]], name
