@@ -24,8 +24,10 @@ RGB orthophotos of the US National Ecological Observatory Network (NEON; the sit
 SOAP and OSBS and the ``2019_YELL_2_<easting>_<northing>`` tile names are NEON's), with crowns
 annotated by the DeepForest authors. The package states no licence for the images apart from the
 package's MIT licence, and its metadata say nothing about their source: whether NEON's own data
-policy adds terms (citation of the NEON data product) is not stated in the package. Cite
-DeepForest and NEON when you reuse them.
+policy adds terms (citation of the NEON data product) is not stated in the package. Its README
+asks users to cite Weinstein et al. (2020), "DeepForest: A Python package for RGB deep learning
+tree crown delineation", Methods in Ecology and Evolution 11(12). Cite DeepForest and NEON when
+you reuse the images.
 
 **Only the data files are used.** ``import deepforest`` runs its ``__init__``, which imports
 PyTorch Lightning and the rest of its heavy dependencies. The course installs the wheel with
