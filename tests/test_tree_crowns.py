@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from coursepkg.data import TREE_CROWN_SPLITS, TreeCrowns, deepforest_data_dir
-from coursepkg.ops.validation import check_target
 from coursepkg.data.tree_crowns import tile_boxes, tile_origins
+from coursepkg.ops.validation import check_target
 
 
 def _write_photo(folder: Path, name: str, size: tuple[int, int], boxes: list[tuple[int, ...]],
