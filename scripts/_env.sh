@@ -28,6 +28,20 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   fi
   echo "$want" > "$stamp"
 fi
+# The real photographs of book/real_photographs (coursepkg.data.tree_crowns) are data files of the
+# deepforest package. Only its files are read, never `import deepforest`, so it is installed
+# without its dependencies (PyTorch Lightning, GDAL's rasterio, transformers, ...); pyproject.toml
+# cannot say --no-deps, hence this step. Skipped when it is already there.
+deepforest_pin="deepforest==2.1.0"
+if ! "$venv/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('deepforest') is None)" 2>/dev/null; then
+  echo "==> installing $deepforest_pin --no-deps into $venv (its data files only are used)"
+  log="$venv/pip-install-deepforest.log"
+  if ! "$venv/bin/python" -m pip install --no-deps "$deepforest_pin" > "$log" 2>&1; then
+    tail -n 20 "$log"
+    echo "pip install --no-deps $deepforest_pin failed; the full log is in $log" >&2
+    exit 1
+  fi
+fi
 export PATH="$PWD/$venv/bin:$PATH"
 # No MPLBACKEND here: Jupyter kernels pick the inline backend only when it is unset, and with a
 # fixed "Agg" every figure of the website would silently disappear. Scripts without a display get

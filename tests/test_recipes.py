@@ -8,12 +8,14 @@ from coursepkg.engine.recipes import (
     ObjectnessRecipe,
     RCNNRecipe,
     RetinaNetRecipe,
+    TreeCrownsRecipe,
     YOLOv1Recipe,
     fast_rcnn_recipe,
     faster_rcnn_recipe,
     objectness_recipe,
     rcnn_recipe,
     retinanet_recipe,
+    tree_crowns_recipe,
     yolo_v1_recipe,
 )
 from coursepkg.engine.runtime import PROFILES
@@ -24,6 +26,7 @@ RECIPES = [
     (faster_rcnn_recipe, FasterRCNNRecipe),
     (yolo_v1_recipe, YOLOv1Recipe),
     (retinanet_recipe, RetinaNetRecipe),
+    (tree_crowns_recipe, TreeCrownsRecipe),
 ]
 
 
@@ -121,3 +124,18 @@ def test_fcos_recipe_grows_with_the_profile_and_has_a_floor_everywhere():
     assert 0 < smoke.min_map_50 <= cpu.min_map_50 <= gpu.min_map_50 < 1
     with pytest.raises(ValueError, match=r"profile must be one of smoke, cpu, gpu; got"):
         fcos_recipe("tpu")
+
+
+def test_tree_crowns_recipe_asks_for_no_more_tiles_than_the_training_photographs_have():
+    from coursepkg.data.tree_crowns import tile_origins
+
+    # (height, width) of the three training photographs of deepforest 2.1.0's data
+    sizes = [(2472, 2299), (1035, 1249), (400, 400)]
+    for name in PROFILES:
+        r = tree_crowns_recipe(name)
+        step = r.tile_size - r.train_overlap
+        tiles = sum(len(tile_origins(h, r.tile_size, step)) * len(tile_origins(w, r.tile_size, step))
+                    for h, w in sizes)
+        assert 0 < r.num_train <= tiles, (name, r.num_train, tiles)
+        assert r.config.num_classes == 1
+    assert tree_crowns_recipe("cpu").num_train == 466  # every tile of the cpu profile's grid

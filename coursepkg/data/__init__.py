@@ -7,6 +7,9 @@
 * :class:`VOCDetection` and :class:`CocoDetection` (:mod:`.formats`): readers for real datasets in
   the Pascal VOC and COCO annotation formats; :func:`download_voc2007` (:mod:`.download`) fetches
   VOC 2007 for the optional exercises on real photographs.
+* :class:`TreeCrowns` (:mod:`.tree_crowns`): real aerial photographs with every tree crown boxed,
+  read from the ``deepforest`` package's data files (no network), cut into tiles and split by
+  photograph.
 * :mod:`.targets`: the item format (``image [3, H, W]``, ``target = {"boxes", "labels", ...}``),
   :func:`check_target` and :func:`collate_detection` (the label shift of softmax heads lives in
   :mod:`coursepkg.ops.labels`).
@@ -51,11 +54,21 @@ from coursepkg.data.targets import (
     check_target,
     collate_detection,
 )
+from coursepkg.data.tree_crowns import (
+    TREE_CROWN_CLASSES,
+    TREE_CROWN_PHOTOGRAPHS,
+    TREE_CROWN_SPLITS,
+    TreeCrowns,
+    deepforest_data_dir,
+)
 
 __all__ = [
     "DEFAULT_SHAPE_CLASSES",
     "DIGIT_CLASSES",
     "SHAPE_CLASSES",
+    "TREE_CROWN_CLASSES",
+    "TREE_CROWN_PHOTOGRAPHS",
+    "TREE_CROWN_SPLITS",
     "VOC2007_ARCHIVES",
     "VOC_CLASSES",
     "CocoDetection",
@@ -64,10 +77,12 @@ __all__ = [
     "ShapesDataset",
     "SyntheticDetection",
     "SyntheticSample",
+    "TreeCrowns",
     "VOCAnnotation",
     "VOCDetection",
     "check_target",
     "cluttered_background",
+    "deepforest_data_dir",
     "collate_detection",
     "digit_split_indices",
     "download_url",
