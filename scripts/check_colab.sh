@@ -48,6 +48,12 @@ if [ "$before" != "$after" ]; then
   exit 1
 fi
 echo "    kept: $after"
+# book/real_photographs installs its data package in a Colab-only cell of its own (with --no-deps);
+# the notebooks here run outside Colab, so that cell is skipped: install the same thing here.
+deepforest_line="$(grep -o 'pip install --quiet --no-deps "deepforest==[0-9.]*"' book/real_photographs.md | head -n 1)"
+[ -n "$deepforest_line" ] || { echo "FAILED: the deepforest install line of book/real_photographs.md was not found" >&2; exit 1; }
+echo "==> ${deepforest_line} (book/real_photographs' Colab cell)"
+eval "\"\${pip[@]}\" ${deepforest_line#pip } >> \"\$log\" 2>&1"
 
 echo "==> every notebook, smoke profile, in the fresh environment (runners: nbval, not on Colab)"
 "${pip[@]}" install --quiet nbval >> "$log" 2>&1
