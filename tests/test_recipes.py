@@ -5,12 +5,14 @@ import pytest
 from coursepkg.engine.recipes import (
     FasterRCNNRecipe,
     FastRCNNRecipe,
+    IoUAwareRetinaNetRecipe,
     ObjectnessRecipe,
     RCNNRecipe,
     RetinaNetRecipe,
     YOLOv1Recipe,
     fast_rcnn_recipe,
     faster_rcnn_recipe,
+    iou_aware_retinanet_recipe,
     objectness_recipe,
     rcnn_recipe,
     retinanet_recipe,
@@ -24,6 +26,7 @@ RECIPES = [
     (faster_rcnn_recipe, FasterRCNNRecipe),
     (yolo_v1_recipe, YOLOv1Recipe),
     (retinanet_recipe, RetinaNetRecipe),
+    (iou_aware_retinanet_recipe, IoUAwareRetinaNetRecipe),
 ]
 
 
@@ -121,3 +124,21 @@ def test_fcos_recipe_grows_with_the_profile_and_has_a_floor_everywhere():
     assert 0 < smoke.min_map_50 <= cpu.min_map_50 <= gpu.min_map_50 < 1
     with pytest.raises(ValueError, match=r"profile must be one of smoke, cpu, gpu; got"):
         fcos_recipe("tpu")
+
+
+def test_iou_aware_retinanet_recipe_is_retinanets_with_the_iou_head():
+    """The chapter compares the two detectors trained alike: every shared field is equal."""
+    from dataclasses import fields
+
+    from coursepkg.models.iou_aware_retinanet import IoUAwareRetinaNetConfig
+    from coursepkg.models.retinanet import RetinaNetConfig
+
+    for name in PROFILES:
+        base, recipe = retinanet_recipe(name), iou_aware_retinanet_recipe(name)
+        for f in fields(RetinaNetRecipe):
+            if f.name not in ("config", "min_map_50"):
+                assert getattr(recipe, f.name) == getattr(base, f.name), f.name
+        assert isinstance(recipe.config, IoUAwareRetinaNetConfig)
+        for f in fields(RetinaNetConfig):
+            assert getattr(recipe.config, f.name) == getattr(base.config, f.name), f.name
+        assert all(0.0 <= a <= 1.0 for a in recipe.alphas) and {0.0, 1.0} <= set(recipe.alphas)
