@@ -295,6 +295,22 @@ def test_detect_with_alpha_one_is_retinanets_detect_and_alpha_ranks_by_the_score
         torch.testing.assert_close(a["boxes"], b["boxes"], rtol=0, atol=0)
 
 
+def test_candidates_are_chosen_by_the_class_probability_and_ranked_by_the_score():
+    torch.manual_seed(0)
+    model = IoUAwareRetinaNet(_config()).eval()  # untrained: p = 0.01 everywhere, S = 0.07
+    images, _ = _batch(2)
+    with torch.no_grad():
+        out = model(images)
+        assert float(torch.sigmoid(out.cls_logits).max()) < model.config.score_thresh
+        assert all(len(d["scores"]) == 0 for d in model.detections_from(out, SIZE))
+        # Make anchor 7 of image 0 confident in class 2: the only candidate, scored by S.
+        out.cls_logits[0, 7, 2] = 3.0
+        u = torch.full_like(out.iou_logits, 0.25)
+        (first, second) = model.detections_from(out, SIZE, iou=u, alpha=0.5)
+    assert len(second["scores"]) == 0 and first["labels"].tolist() == [2]
+    torch.testing.assert_close(first["scores"], (torch.sigmoid(torch.tensor([3.0])) * 0.25).sqrt())
+
+
 # --------------------------------------------------------------------------------- training
 
 

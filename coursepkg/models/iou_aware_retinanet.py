@@ -16,7 +16,8 @@ and Vision Computing 2020, arXiv 1912.05992) add one output to :class:`RetinaNet
    regression branch (eq. 5: ``∂BCE / ∂target = log((1 - p) / p)`` for a predicted IoU ``p``);
    ``iou_target_grad=False`` detaches it;
 4. **inference score** (eq. 7): ``S = p^alpha * IoU^(1 - alpha)`` (:func:`iou_aware_score`),
-   used for both the NMS ranking and AP. ``alpha = 1`` is plain RetinaNet's score.
+   used for both the NMS ranking and AP, among RetinaNet's candidates (``p > score_thresh``).
+   ``alpha = 1`` is plain RetinaNet's score.
 
 Shapes (B images, K classes, N anchors)::
 
@@ -471,6 +472,10 @@ class IoUAwareRetinaNet(RetinaNet):
     ) -> list[dict[str, Tensor]]:
         """Detections from stored outputs, ranked by ``p^alpha * IoU^(1 - alpha)``.
 
+        The candidates are RetinaNet's, the (anchor, class) pairs with ``p > score_thresh``, at
+        most ``topk_candidates`` per level (by S); NMS and the returned scores use S (pairs with
+        S = 0 are dropped). Every alpha and IoU thus ranks the same candidates.
+
         Args:
             output: what :meth:`forward` returned for a batch.
             image_size: ``(height, width)`` of the images, to clip the boxes.
@@ -486,12 +491,18 @@ class IoUAwareRetinaNet(RetinaNet):
         dtype = torch.promote_types(output.cls_logits.dtype, torch.float32)
         if iou is None:
             iou = torch.sigmoid(output.iou_logits.to(dtype))
-        scores = iou_aware_score(torch.sigmoid(output.cls_logits.to(dtype)), iou.to(dtype), alpha)
+        cls_prob = torch.sigmoid(output.cls_logits.to(dtype))  # [B, N, K]
+        scores = iou_aware_score(cls_prob, iou.to(dtype), alpha)  # [B, N, K] eq. 7
+        # Candidates as in RetinaNet, by p > score_thresh: the IoU head never sees a negative, so
+        # its output on background means nothing, and a threshold on S would let thousands of
+        # background anchors through (S = 0.07 everywhere at the start: p = 0.01, IoU = 0.5).
+        # The candidates are then ranked by S, for NMS and in the returned scores.
+        scores = torch.where(cls_prob > c.score_thresh, scores, torch.zeros_like(scores))
         split = output.num_per_level
         return decode_dense_detections(
             list(scores.split(split, dim=1)), list(output.box_regression.to(dtype).split(split, dim=1)),
             list(output.anchors.to(dtype).split(split)), tuple(image_size),
-            score_thresh=c.score_thresh, topk_candidates=c.topk_candidates,
+            score_thresh=0.0, topk_candidates=c.topk_candidates,
             nms_thresh=c.nms_thresh, detections_per_img=c.detections_per_img,
             box_weights=c.box_weights,
         )
