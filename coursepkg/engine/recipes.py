@@ -443,8 +443,11 @@ def iou_aware_retinanet_recipe(profile: str) -> IoUAwareRetinaNetRecipe:
     values = {f.name: getattr(base, f.name) for f in fields(RetinaNetRecipe)}
     values["config"] = IoUAwareRetinaNetConfig.from_retinanet(base.config)
     values["min_map_50"] = {
-        "smoke": 0.02,  # MEASURE
-        "cpu": 0.1,  # MEASURE
+        # smoke, 160 steps: mAP@0.5 0.059 measured on the 32 held-out images (RetinaNet 0.064 in
+        # the same run); the floor only says that training produced a detector.
+        "smoke": 0.02,
+        # cpu, 600 steps: RetinaNet's floor until a cpu run of the chapter is measured.
+        "cpu": 0.1,
         "gpu": 0.3,  # not measured (no GPU in this session), RetinaNet's floor
     }[profile]
     return IoUAwareRetinaNetRecipe(**values)
