@@ -35,7 +35,11 @@ from coursepkg.models.assignment import match_anchors, sample_balanced
 from coursepkg.models.backbones import conv_body
 from coursepkg.models.detector import check_detections, check_targets
 from coursepkg.models.faster_rcnn import FasterRCNN, FasterRCNNConfig
-from coursepkg.models.iou_aware_retinanet import IoUAwareRetinaNetConfig, iou_aware_score, iou_targets
+from coursepkg.models.iou_aware_retinanet import (
+    IoUAwareRetinaNetConfig,
+    iou_aware_score,
+    iou_targets,
+)
 from coursepkg.models.rcnn import fit_box_regressor, svm_labels
 from coursepkg.models.roi_heads import (
     FastRCNNHead,
