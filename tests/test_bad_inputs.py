@@ -35,6 +35,11 @@ from coursepkg.models.assignment import match_anchors, sample_balanced
 from coursepkg.models.backbones import conv_body
 from coursepkg.models.detector import check_detections, check_targets
 from coursepkg.models.faster_rcnn import FasterRCNN, FasterRCNNConfig
+from coursepkg.models.iou_aware_retinanet import (
+    IoUAwareRetinaNetConfig,
+    iou_aware_score,
+    iou_targets,
+)
 from coursepkg.models.rcnn import fit_box_regressor, svm_labels
 from coursepkg.models.roi_heads import (
     FastRCNNHead,
@@ -375,6 +380,13 @@ MODELS = [
     Case("selective_search-range", lambda: selective_search(torch.full((3, 8, 8), 2.0)), ValueError, r"image"),
     Case("Strategy-k-negative", lambda: Strategy(k=-1), ValueError, r"k must be a positive number, got -1"),
     Case("conv_body-width-zero", lambda: conv_body(0), ValueError, r"width must be >= 1, got 0"),
+    # IoU-aware RetinaNet
+    Case("iou_aware_score-alpha-nan", lambda: iou_aware_score(torch.rand(3, 2), torch.rand(3), NAN), ValueError, r"alpha must be a finite number in \[0, 1\], got nan"),
+    Case("iou_aware_score-alpha-range", lambda: iou_aware_score(torch.rand(3, 2), torch.rand(3), 1.5), ValueError, r"alpha must be a finite number in \[0, 1\], got 1.5"),
+    Case("iou_aware_score-iou-shape", lambda: iou_aware_score(torch.rand(3, 2), torch.rand(2), 0.5), ValueError, r"iou_prob must be cls_prob's shape without its last .*iou_prob \[2\]"),
+    Case("iou_aware_score-logits", lambda: iou_aware_score(torch.rand(3, 2) + 1, torch.rand(3), 0.5), ValueError, r"cls_prob must hold probabilities in \[0, 1\]"),
+    Case("IoUAwareRetinaNetConfig-score_alpha", lambda: IoUAwareRetinaNetConfig(score_alpha=-0.1), ValueError, r"score_alpha must be a finite number in \[0, 1\], got -0.1"),
+    Case("iou_targets-anchors-length", lambda: iou_targets(torch.zeros(3, 4), _boxes(2), _boxes(3)), ValueError, r"anchors must be \[3, 4\]"),
 ]
 
 # -------------------------------------------------------------------------- evaluation, viz

@@ -5,6 +5,7 @@ import pytest
 from coursepkg.engine.recipes import (
     FasterRCNNRecipe,
     FastRCNNRecipe,
+    IoUAwareRetinaNetRecipe,
     ObjectnessRecipe,
     RCNNRecipe,
     RetinaNetRecipe,
@@ -12,6 +13,7 @@ from coursepkg.engine.recipes import (
     YOLOv1Recipe,
     fast_rcnn_recipe,
     faster_rcnn_recipe,
+    iou_aware_retinanet_recipe,
     objectness_recipe,
     rcnn_recipe,
     retinanet_recipe,
@@ -27,6 +29,7 @@ RECIPES = [
     (yolo_v1_recipe, YOLOv1Recipe),
     (retinanet_recipe, RetinaNetRecipe),
     (tree_crowns_recipe, TreeCrownsRecipe),
+    (iou_aware_retinanet_recipe, IoUAwareRetinaNetRecipe),
 ]
 
 
@@ -139,3 +142,21 @@ def test_tree_crowns_recipe_asks_for_no_more_tiles_than_the_training_photographs
         assert 0 < r.num_train <= tiles, (name, r.num_train, tiles)
         assert r.config.num_classes == 1
     assert tree_crowns_recipe("cpu").num_train == 466  # every tile of the cpu profile's grid
+
+
+def test_iou_aware_retinanet_recipe_is_retinanets_with_the_iou_head():
+    """The chapter compares the two detectors trained alike: every shared field is equal."""
+    from dataclasses import fields
+
+    from coursepkg.models.iou_aware_retinanet import IoUAwareRetinaNetConfig
+    from coursepkg.models.retinanet import RetinaNetConfig
+
+    for name in PROFILES:
+        base, recipe = retinanet_recipe(name), iou_aware_retinanet_recipe(name)
+        for f in fields(RetinaNetRecipe):
+            if f.name not in ("config", "min_map_50"):
+                assert getattr(recipe, f.name) == getattr(base, f.name), f.name
+        assert isinstance(recipe.config, IoUAwareRetinaNetConfig)
+        for f in fields(RetinaNetConfig):
+            assert getattr(recipe.config, f.name) == getattr(base.config, f.name), f.name
+        assert all(0.0 <= a <= 1.0 for a in recipe.alphas) and {0.0, 1.0} <= set(recipe.alphas)

@@ -11,10 +11,12 @@ from coursepkg.models.detector import Detector
 
 
 def test_every_trained_detector_of_the_book_is_in_the_table():
-    assert set(DETECTORS) == {"fast_rcnn", "faster_rcnn", "yolo_v1", "retinanet", "fcos"}
+    assert set(DETECTORS) == {
+        "fast_rcnn", "faster_rcnn", "yolo_v1", "retinanet", "iou_aware_retinanet", "fcos"
+    }
 
 
-@pytest.mark.parametrize("name", ["faster_rcnn", "yolo_v1", "retinanet", "fcos"])
+@pytest.mark.parametrize("name", ["faster_rcnn", "yolo_v1", "retinanet", "iou_aware_retinanet", "fcos"])
 def test_each_job_builds_its_chapters_model_and_data_and_its_losses_are_finite(name):
     job = DETECTORS[name]("smoke")
     assert isinstance(job, ShapesJob) and isinstance(job.model, Detector)

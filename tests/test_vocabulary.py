@@ -19,6 +19,7 @@ import torch
 
 import coursepkg
 from coursepkg.models.fast_rcnn import multi_task_loss
+from coursepkg.models.iou_aware_retinanet import iou_aware_retinanet_loss
 from coursepkg.models.retinanet import retinanet_loss
 from coursepkg.models.roi_heads import fastrcnn_loss
 from coursepkg.models.rpn import rpn_loss
@@ -296,6 +297,17 @@ def _retinanet_inputs() -> tuple:
     )
 
 
+def _iou_aware_retinanet_inputs() -> tuple:
+    g = torch.Generator().manual_seed(4)
+    cls_logits, box_regression, labels, classes, target_deltas = _retinanet_inputs()
+    b, n = labels.shape
+    xy = torch.rand(n, 2, generator=g) * 50
+    anchors = torch.cat([xy, xy + 10 + torch.rand(n, 2, generator=g) * 30], dim=1)  # [N, 4]
+    matched = anchors + torch.randn(b, n, 4, generator=g)  # [B, N, 4] near their anchors
+    return (cls_logits, box_regression, torch.randn(b, n, generator=g), labels, classes,
+            target_deltas, anchors, matched)
+
+
 # name -> (loss, inputs, fields); no fields: the loss returns one tensor
 LOSSES: dict[str, tuple[Callable, Callable[[], tuple], tuple[str, ...]]] = {
     "confidence_loss": (confidence_loss, _confidence_inputs, ()),
@@ -312,6 +324,9 @@ LOSSES: dict[str, tuple[Callable, Callable[[], tuple], tuple[str, ...]]] = {
     "sigmoid_focal_loss": (sigmoid_focal_loss, _focal_inputs, ()),
     # per image ("none": [B]); "mean" over the batch is torchvision's normalisation
     "retinanet_loss": (retinanet_loss, _retinanet_inputs, ("classification", "box_regression")),
+    "iou_aware_retinanet_loss": (
+        iou_aware_retinanet_loss, _iou_aware_retinanet_inputs, ("classification", "box_regression", "iou")
+    ),
 }
 # The reduction a loss applies when none is asked for: "mean" like torch, except where the trusted
 # library defaults otherwise (torchvision.ops.sigmoid_focal_loss: "none").

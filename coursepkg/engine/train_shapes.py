@@ -46,6 +46,7 @@ from coursepkg.engine.recipes import (
     fast_rcnn_recipe,
     faster_rcnn_recipe,
     fcos_recipe,
+    iou_aware_retinanet_recipe,
     retinanet_recipe,
     yolo_v1_recipe,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "fast_rcnn_job",
     "faster_rcnn_job",
     "fcos_job",
+    "iou_aware_retinanet_job",
     "main",
     "retinanet_job",
     "yolo_v1_job",
@@ -156,6 +158,14 @@ def retinanet_job(profile: str) -> ShapesJob:
     return _one_stage_job(RetinaNet(recipe.config), recipe)
 
 
+def iou_aware_retinanet_job(profile: str) -> ShapesJob:
+    """IoU-aware RetinaNet as book/11_iou_aware_retinanet trains it (RetinaNet's recipe)."""
+    from coursepkg.models.iou_aware_retinanet import IoUAwareRetinaNet
+
+    recipe = iou_aware_retinanet_recipe(profile)
+    return _one_stage_job(IoUAwareRetinaNet(recipe.config), recipe)
+
+
 def fcos_job(profile: str) -> ShapesJob:
     """FCOS as book/13_fcos trains it (:func:`fcos_recipe`)."""
     from coursepkg.models.fcos import FCOS
@@ -170,6 +180,7 @@ DETECTORS: dict[str, Callable[[str], ShapesJob]] = {
     "faster_rcnn": faster_rcnn_job,
     "yolo_v1": yolo_v1_job,
     "retinanet": retinanet_job,
+    "iou_aware_retinanet": iou_aware_retinanet_job,
     "fcos": fcos_job,
 }
 

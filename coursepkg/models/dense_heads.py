@@ -70,6 +70,14 @@ def _normal_init(conv: nn.Conv2d, bias: float = 0.0) -> nn.Conv2d:
     return conv
 
 
+def _flatten_level(out: Tensor, num_anchors: int, out_dim: int) -> Tensor:
+    """One level's predictor map ``[B, A * D, H, W]`` as rows ``[B, H * W * A, D]`` (torchvision's order)."""
+    batch, _, height, width = out.shape
+    out = out.view(batch, num_anchors, out_dim, height, width)
+    out = out.permute(0, 3, 4, 1, 2)  # [B, H, W, A, D]
+    return out.reshape(batch, height * width * num_anchors, out_dim)
+
+
 class HeadTower(nn.Sequential):
     """``num_convs`` times (3 × 3 conv, optional GroupNorm(32), ReLU), shared across levels.
 
@@ -165,11 +173,8 @@ class DenseHead(nn.Module):
         """The outputs of each level, flattened: ``L x [B, H_l * W_l * A, D]``."""
         outputs = []
         for x in self._levels(features):
-            batch, _, height, width = x.shape
             out = self.predictor(self.tower(x))  # [B, A * D, H, W]
-            out = out.view(batch, self.num_anchors, self.out_dim, height, width)
-            out = out.permute(0, 3, 4, 1, 2)  # [B, H, W, A, D]
-            outputs.append(out.reshape(batch, height * width * self.num_anchors, self.out_dim))
+            outputs.append(_flatten_level(out, self.num_anchors, self.out_dim))
         return outputs
 
     def forward(self, features: Sequence[Tensor] | Mapping[str, Tensor]) -> Tensor:

@@ -44,6 +44,7 @@ def all_mistakes() -> list[Mistake]:
         fast_rcnn,
         faster_rcnn,
         fcos,
+        iou_aware_retinanet,
         iou_losses,
         nms,
         rcnn,
@@ -64,5 +65,6 @@ def all_mistakes() -> list[Mistake]:
         *iou_losses.MISTAKES,
         *yolo.MISTAKES,
         *retinanet.MISTAKES,
+        *iou_aware_retinanet.MISTAKES,
         *fcos.MISTAKES,
     ]
