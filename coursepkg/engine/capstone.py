@@ -242,7 +242,7 @@ def run_capstone(
     header = _header(profile, data, seed)
     results: dict[str, object] = {
         **header,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, torch on {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "rows": [],
