@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every chapter of book/ executed under nbval in the "cpu" profile: the profile the website shows,
-# with its full training runs and the mAP floors the chapters assert for it. Takes about 10
-# minutes on 2 cores. CI runs it after the smoke suite (scripts/test.sh calls it when CI is set or
+# with its full training runs and the mAP floors the chapters assert for it. Each chapter has a
+# budget of 3 minutes on 2 cores (--durations prints what each cell took). CI runs it after the smoke suite (scripts/test.sh calls it when CI is set or
 # COURSE_TEST_CPU_PROFILE=1). Extra arguments go to pytest (e.g. a single notebook path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
