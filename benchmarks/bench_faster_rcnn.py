@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import statistics
-import time
 
 import torch
 import torchvision
@@ -38,6 +36,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from coursepkg.data import ShapesDataset, collate_detection
 from coursepkg.engine.recipes import faster_rcnn_recipe
+from coursepkg.engine.runtime import compare_step_times
 from coursepkg.models.faster_rcnn import FasterRCNN, FasterRCNNConfig
 
 #: The throughput ratio ours / torchvision we aim for.
@@ -130,16 +129,6 @@ def bench_row(
         loss.backward()
         theirs_opt.step()
 
-    for _ in range(warmup):
-        ours_step()
-        theirs_step()
-    times: dict[str, list[tuple[float, float]]] = {"ours": [], "torchvision": []}
-    for _ in range(steps):  # alternate, so both see the same machine load
-        for name, step in (("ours", ours_step), ("torchvision", theirs_step)):
-            wall, cpu = time.perf_counter(), time.process_time()
-            step()
-            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
-
     row: dict = {
         "label": label,
         "image_size": f"{image_size[0]}x{image_size[1]}",
@@ -148,12 +137,8 @@ def bench_row(
         "batch_size_per_image": config.roi_batch_size_per_image,
         "threads": torch.get_num_threads(),
     }
-    for name, pairs in times.items():
-        walls = [w for w, _ in pairs]
-        row[f"{name}_ms"] = 1e3 * statistics.median(walls)
-        row[f"{name}_best_ms"] = 1e3 * min(walls)
-        row[f"{name}_cpu_ms"] = 1e3 * statistics.median(c for _, c in pairs)
-        row[f"{name}_img_s"] = batch_size / statistics.median(walls)
+    row.update(compare_step_times({"ours": ours_step, "torchvision": theirs_step}, repeats=steps,
+                                  warmup=warmup, images_per_step=batch_size))
     row["ratio"] = row["ours_img_s"] / row["torchvision_img_s"]
     row["cpu_ratio"] = row["torchvision_cpu_ms"] / row["ours_cpu_ms"]
     return row

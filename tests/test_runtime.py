@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from coursepkg.engine import runtime
 from coursepkg.engine.runtime import (
     PROFILES,
     default_device,
@@ -114,3 +115,34 @@ def test_best_time_ms_runs_repeats_times_and_returns_the_fastest(monkeypatch):
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="repeats must be an int >= 1"):
             runtime.best_time_ms(fn, repeats=bad)
+
+
+def test_compare_step_times_alternates_and_reports_medians(monkeypatch):
+    calls = []
+    clock = iter(range(0, 10_000, 1))  # perf_counter: 1 s per read; a step spans one tick
+    monkeypatch.setattr(runtime.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(runtime.time, "process_time", lambda: 0.0)
+    row = runtime.compare_step_times(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        repeats=3, warmup=1, images_per_step=4,
+    )
+    assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds, alternating
+    assert row["a_ms"] == row["b_ms"] == row["a_best_ms"] == 1000.0
+    assert row["a_img_s"] == 4.0 and row["b_cpu_ms"] == 0.0
+    assert set(row) == {f"{n}_{k}" for n in "ab" for k in ("ms", "best_ms", "cpu_ms", "img_s")}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"steps": {}}, "non-empty mapping"),
+        ({"steps": {"a": 3}}, "callables"),
+        ({"repeats": 0}, "repeats must be an int >= 1"),
+        ({"warmup": -1}, "warmup must be an int >= 0"),
+        ({"images_per_step": 1.5}, "images_per_step must be an int >= 1"),
+    ],
+)
+def test_compare_step_times_rejects_bad_arguments(kwargs, message):
+    args = {"steps": {"a": lambda: None}, "repeats": 1, "warmup": 0, "images_per_step": 1, **kwargs}
+    with pytest.raises((TypeError, ValueError), match=message):
+        runtime.compare_step_times(**args)

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -188,3 +189,50 @@ def best_time_ms(fn: Callable[[], T], repeats: int = 3) -> tuple[T, float]:
         result = fn()
         fastest = min(fastest, time.perf_counter() - start)
     return result, fastest * 1e3
+
+
+def compare_step_times(
+    steps: Mapping[str, Callable[[], object]],
+    *,
+    repeats: int,
+    warmup: int,
+    images_per_step: int,
+) -> dict[str, float]:
+    """Time several step functions alternately; medians per name, as one row of a benchmark table.
+
+    Each round runs every function once, in order, so that all of them see the same machine load;
+    ``warmup`` untimed rounds come first. For each ``name`` the row has ``{name}_ms`` (median wall
+    time of a step), ``{name}_best_ms`` (the fastest), ``{name}_cpu_ms`` (median CPU time of this
+    process) and ``{name}_img_s`` (``images_per_step`` over the median wall time).
+
+    Raises:
+        TypeError, ValueError: if ``steps`` is empty or not a mapping of names to callables, or
+            ``repeats``, ``warmup`` or ``images_per_step`` is not an int in range.
+
+    Used by: benchmarks/bench_faster_rcnn.py, benchmarks/bench_retinanet.py.
+    """
+    if not isinstance(steps, Mapping) or not steps:
+        raise ValueError(f"steps must be a non-empty mapping of names to step functions, got {steps!r}")
+    for name, fn in steps.items():
+        if not isinstance(name, str) or not callable(fn):
+            raise TypeError(f"steps must map names (str) to callables, got {name!r}: {fn!r}")
+    for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0), ("images_per_step", images_per_step, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    for _ in range(warmup):
+        for fn in steps.values():
+            fn()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    row: dict[str, float] = {}
+    for name, pairs in times.items():
+        walls = [w for w, _ in pairs]
+        row[f"{name}_ms"] = 1e3 * statistics.median(walls)
+        row[f"{name}_best_ms"] = 1e3 * min(walls)
+        row[f"{name}_cpu_ms"] = 1e3 * statistics.median(c for _, c in pairs)
+        row[f"{name}_img_s"] = images_per_step / statistics.median(walls)
+    return row
