@@ -97,6 +97,42 @@ def test_first_code_cell_is_the_setup_cell(md: Path):
     )
 
 
+CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.md")) + [ROOT / "book" / "real_photographs.md"]
+
+
+def _chapter_time_cell(page: str) -> str:
+    return (
+        "# The opener's running times: read from the last recorded build of the website (not this run).\n"
+        "from coursepkg.engine.chapter_times import chapter_time_text\n"
+        "from coursepkg.viz import glue\n\n"
+        f'glue("chapter_time_cpu", chapter_time_text("{page}", "cpu"))\n'
+        f'glue("chapter_time_gpu", chapter_time_text("{page}", "gpu"));'
+    )
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_opens_with_what_you_learn_and_its_time_and_ends_with_summary_and_exercises(md: Path):
+    """Issue 16 §6: an opener (what you will learn, measured time on CPU and GPU), a summary, and
+    the exercises, in that order; the times come from the package's recorded build of this page."""
+    text = md.read_text()
+    opener = re.search(r"```\{admonition\} In this chapter\n(.*?)\n```", text, re.S)
+    assert opener, f"{md.name}: no '{{admonition}} In this chapter' opener"
+    assert "You will learn" in opener.group(1), f"{md.name}: the opener does not say what you will learn"
+    for key in ("chapter_time_cpu", "chapter_time_gpu"):
+        assert f"{{glue:text}}`{key}`" in opener.group(1), f"{md.name}: the opener does not show {key}"
+    code = [c.source.strip() for c in jupytext.read(md).cells if c.cell_type == "code"]
+    assert code[1] == _chapter_time_cell(md.stem), (
+        f"{md.name}: the second code cell must glue this page's recorded times (see 10_retinanet.md)"
+    )
+    headings = re.findall(r"^## (.+)$", text, re.M)
+    assert "Summary" in headings, f"{md.name}: no '## Summary'"
+    if (ROOT / "exercises" / md.name).exists():
+        assert headings[-1] == "Exercises", f"{md.name}: the last section must be '## Exercises'"
+        assert headings.index("Summary") < headings.index("Exercises")
+        exercises = text[text.index("## Exercises"):]
+        assert f"exercises/{md.stem}.ipynb" in exercises, f"{md.name}: the exercises section must link its notebook"
+
+
 def test_every_chapter_is_in_the_toc_and_every_toc_entry_exists():
     toc = _toc_files()
     for entry in toc:
