@@ -55,9 +55,32 @@ def format_table(results: Sequence[NotebookResult], *, details: bool = False) ->
                     lines += [f"  {line}" for line in (q.details or q.message).splitlines()]
         blocks.append("\n".join(lines))
     if len(results) > 1:
-        score, max_score = sum(r.score for r in results), sum(r.max_score for r in results)
-        blocks.append(f"all notebooks: {score} / {max_score} points")
+        blocks.append(format_summary(results))
     return "\n\n".join(blocks)
+
+
+def format_summary(results: Sequence[NotebookResult]) -> str:
+    """One line per notebook (points, percent, questions passed), then the total of all of them.
+
+    A notebook that could not be graded scores 0 of its exercise's points and says why in short.
+    """
+    rows = []
+    for nb in results:
+        passed = sum(q.status == "passed" for q in nb.questions)
+        if nb.error:
+            rows.append((nb.path, "0 / ?", "", f"not graded: {_short(nb.error, 60)}"))
+            continue
+        percent = f"{100 * nb.score / nb.max_score:.0f} %" if nb.max_score else ""
+        rows.append((nb.path, f"{nb.score} / {nb.max_score}", percent, f"{passed}/{len(nb.questions)} questions"))
+    score, max_score = sum(r.score for r in results), sum(r.max_score for r in results)
+    total_percent = f"{100 * score / max_score:.0f} %" if max_score else ""
+    passed = sum(q.status == "passed" for nb in results for q in nb.questions)
+    asked = sum(len(nb.questions) for nb in results)
+    rows.append(("all notebooks", f"{score} / {max_score}", total_percent, f"{passed}/{asked} questions"))
+    width = max(len("notebook"), *(len(r[0]) for r in rows))
+    lines = ["summary", f"  {'notebook':<{width}}  {'points':>9}  {'':>5}  passed"]
+    lines += [f"  {path:<{width}}  {points:>9}  {percent:>5}  {note}" for path, points, percent, note in rows]
+    return "\n".join(lines)
 
 
 def to_json(results: Sequence[NotebookResult]) -> dict[str, Any]:
