@@ -16,3 +16,7 @@ python -m pytest tests book exercises solutions \
 if [ $# -eq 0 ] && { [ -n "${CI:-}" ] || [ -n "${COURSE_TEST_CPU_PROFILE:-}" ]; }; then
   bash scripts/test_cpu_profile.sh
 fi
+# CI also builds the website (smoke profile: quick) and tests it in headless Chromium.
+if [ $# -eq 0 ] && { [ -n "${CI:-}" ] || [ -n "${COURSE_TEST_SITE:-}" ]; }; then
+  bash scripts/test_site.sh
+fi
