@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", choices=("cpu", "gpu"), default=None,
                         help="store the times as this device's build in coursepkg's chapter_times.json")
     parser.add_argument("--machine", default=None, help="the machine in words (default: detected)")
+    parser.add_argument("--times-file", type=Path, default=None, help="where to record (default: the package's)")
     args = parser.parse_args(argv)
     try:
         times = execution_seconds(args.build_dir)
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         from coursepkg.engine.chapter_times import record_chapter_times
 
         machine = args.machine or describe_machine(args.record)
-        path = record_chapter_times(times, args.record, machine, date.today().isoformat())
+        pages = {name.removeprefix("book/"): seconds for name, seconds in times.items() if name.startswith("book/")}
+        path = record_chapter_times(pages, args.record, machine, date.today().isoformat(), args.times_file)
         print(f"==> recorded as the {args.record} build ({machine}) in {path}")
     return 0
 

@@ -272,3 +272,13 @@ def test_exec_times_prints_each_executed_page_and_marks_the_slow_ones(tmp_path, 
     assert "total" in lines[3] and "195.9 s" in lines[3] and len(lines) == 4
     assert exec_times.main([str(tmp_path / "missing")]) == 0  # no build yet: says so, no traceback
     assert "no build found" in capsys.readouterr().err
+    # --record stores the book's pages (without the folder) for the chapters' openers.
+    from coursepkg.engine.chapter_times import chapter_time_text
+
+    times = tmp_path / "times.json"
+    args = [str(tmp_path), "--record", "cpu", "--machine", "2 CPU cores", "--times-file", str(times)]
+    assert exec_times.main(args) == 0
+    assert "recorded as the cpu build" in capsys.readouterr().out
+    assert chapter_time_text("07_faster_rcnn", "cpu", times).startswith("3 min 10 s (2 CPU cores, build of ")
+    assert chapter_time_text("07_faster_rcnn", "gpu", times) == "not measured yet"
+    assert chapter_time_text("intro", "cpu", times) == "not measured yet"
