@@ -384,6 +384,9 @@ def test_download_coco2017_errors(tmp_path, monkeypatch):
         download_coco2017(tmp_path, ["val", "test"])
     with pytest.raises(ValueError, match="split must be one of"):
         Coco2017(tmp_path).images("val2017")
+    assert Coco2017(str(tmp_path)).annotations("train") == (
+        tmp_path / "annotations" / "instances_train2017.json"
+    )
     fake = RemoteFile(
         "val2017.zip", (UNREACHABLE, "http://127.0.0.1:9/mirror.zip"), "md5:" + "0" * 32, 0
     )

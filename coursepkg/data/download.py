@@ -423,6 +423,9 @@ class Coco2017:
 
     root: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))  # a str works too
+
     def images(self, split: str) -> Path:
         """The folder of ``split``'s images, ``root/{split}2017``."""
         return self.root / f"{_check_coco_split(split)}2017"
