@@ -10,11 +10,17 @@ from pathlib import Path
 import pytest
 
 from coursepkg.data import (
+    COCO2017_ARCHIVES,
     VOC2007_ARCHIVES,
+    Coco2017,
+    CocoDetection,
+    RemoteFile,
     VOCDetection,
+    download_coco2017,
     download_url,
     download_voc2007,
     extract_archive,
+    md5sum,
     sha256sum,
 )
 from coursepkg.data import download as download_module
@@ -24,6 +30,10 @@ UNREACHABLE = "http://127.0.0.1:9/archive.tar"  # the discard port, closed: conn
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
 
 
 def _make_tar(path: Path, files: dict[str, bytes], mode: str = "w") -> Path:
@@ -36,10 +46,11 @@ def _make_tar(path: Path, files: dict[str, bytes], mode: str = "w") -> Path:
     return path
 
 
-def test_sha256sum_matches_hashlib(tmp_path):
+def test_sha256sum_and_md5sum_match_hashlib(tmp_path):
     data = bytes(range(256)) * 5000
     (tmp_path / "f").write_bytes(data)
     assert sha256sum(tmp_path / "f", chunk_size=1000) == _sha(data)
+    assert md5sum(tmp_path / "f", chunk_size=1000) == _md5(data)
 
 
 def test_download_verifies_and_reuses(tmp_path):
@@ -91,6 +102,35 @@ def test_unreachable_and_missing_urls(tmp_path):
 def test_bad_checksum_argument(tmp_path):
     with pytest.raises(ValueError, match="sha256 must be 64 hex digits"):
         download_url(UNREACHABLE, tmp_path / "x", "abc", progress=False)
+    with pytest.raises(ValueError, match="sha256 must be 64 hex digits"):
+        download_url(UNREACHABLE, tmp_path / "x", "sha256:" + "0" * 32, progress=False)
+    with pytest.raises(ValueError, match="md5 must be 32 hex digits"):
+        download_url(UNREACHABLE, tmp_path / "x", "md5:" + "0" * 64, progress=False)
+    with pytest.raises(
+        ValueError, match=r"algorithm must be one of \('sha256', 'md5'\), got 'sha1'"
+    ):
+        download_url(UNREACHABLE, tmp_path / "x", "sha1:" + "0" * 40, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("algorithm", ["md5", "sha256"])
+def test_md5_and_sha256_both_refuse_a_wrong_file(tmp_path, algorithm):
+    hexdigest = {"md5": _md5, "sha256": _sha}[algorithm]
+    (tmp_path / "f.bin").write_bytes(b"what the server sends")
+    url, dest = (tmp_path / "f.bin").as_uri(), tmp_path / "out" / "f.bin"
+    wrong = f"{algorithm}:{hexdigest(b'what the publisher hashed')}"
+    with pytest.raises(
+        ValueError, match=rf"checksum mismatch for f\.bin .*expected {algorithm} .*deleted"
+    ):
+        download_url(url, dest, wrong, progress=False)
+    assert list((tmp_path / "out").iterdir()) == []
+    # The right digest, upper-case and with the algorithm's name in capitals, is accepted...
+    right = f"{algorithm.upper()}:{hexdigest(b'what the server sends').upper()}"
+    assert download_url(url, dest, right, progress=False).read_bytes() == b"what the server sends"
+    # ...and a file already there that does not match is replaced, not trusted.
+    dest.write_bytes(b"truncated")
+    download_url(url, dest, right, progress=False)
+    assert dest.read_bytes() == b"what the server sends"
 
 
 def test_extract_tar_gz_and_zip(tmp_path):
@@ -138,7 +178,8 @@ def test_extract_errors(tmp_path):
 def test_voc2007_table():
     assert set(VOC2007_ARCHIVES) == {"trainval", "test"}
     for remote in VOC2007_ARCHIVES.values():
-        assert len(remote.sha256) == 64 and int(remote.sha256, 16) >= 0
+        algorithm, digest = remote.checksum.split(":")
+        assert algorithm == "sha256" and len(digest) == 64 and int(digest, 16) >= 0
         assert all(url.endswith(remote.filename) for url in remote.urls)
         assert remote.urls[0].startswith("http://host.robots.ox.ac.uk/pascal/VOC/voc2007/")
 
@@ -163,12 +204,12 @@ def test_download_voc2007_falls_back_to_a_mirror_and_extracts(tmp_path, monkeypa
         },
     )
     fake = download_module.RemoteFile(
-        filename=tar.name, urls=(UNREACHABLE, tar.as_uri()), sha256=sha256sum(tar), size=0
+        filename=tar.name, urls=(UNREACHABLE, tar.as_uri()), checksum=sha256sum(tar), size=0
     )
     monkeypatch.setitem(download_module.VOC2007_ARCHIVES, "trainval", fake)
     voc = download_voc2007(tmp_path / "data", ["trainval"], progress=False)
     assert voc == tmp_path / "data" / "VOCdevkit" / "VOC2007"
-    assert not (tmp_path / "data" / tar.name).exists()  # the archive was deleted
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["VOCdevkit"]  # archive gone
     image, target = VOCDetection(voc, "trainval")[0]
     assert image.shape == (3, 3, 4) and target["boxes"].tolist() == [[0.0, 0.0, 4.0, 3.0]]
     # Already extracted: nothing is downloaded again, even with every mirror gone.
@@ -183,3 +224,173 @@ def test_download_voc2007_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(download_module.VOC2007_ARCHIVES, "test", fake)
     with pytest.raises(ConnectionError, match="offline"):
         download_voc2007(tmp_path, ["test"], progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# COCO 2017: archives built here in the official layout, served from file:// URLs.
+
+# fmt: off
+COCO_JSON = {
+    "images": [
+        {"id": 139, "file_name": "000000000139.jpg", "width": 8, "height": 6},
+        {"id": 285, "file_name": "000000000285.png", "width": 5, "height": 4},
+    ],
+    "categories": [  # not in id order, ids not contiguous, like COCO's 80 of 1..90
+        {"id": 18, "name": "dog", "supercategory": "animal"},
+        {"id": 1, "name": "person", "supercategory": "person"},
+    ],
+    "annotations": [
+        {"id": 1, "image_id": 139, "category_id": 18, "bbox": [1, 2, 3, 4], "area": 10.5,
+         "iscrowd": 0, "segmentation": [[1, 2, 4, 2, 4, 6]]},
+        {"id": 2, "image_id": 139, "category_id": 1, "bbox": [0.5, 0, 7.5, 6], "area": 40.0,
+         "iscrowd": 1, "segmentation": {"counts": [0, 48], "size": [6, 8]}},
+        {"id": 3, "image_id": 285, "category_id": 1, "bbox": [2, 1, 3, 3], "area": 9.0,
+         "iscrowd": 0, "segmentation": [[2, 1, 5, 1, 5, 4]]},
+    ],
+}
+# fmt: on
+
+
+def _image_bytes(width: int, height: int, fmt: str) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 100, 50)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _make_zip(path: Path, files: dict[str, bytes]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.fixture
+def coco_host(tmp_path, monkeypatch):
+    """COCO2017_ARCHIVES pointed at fixture zips: an unreachable host first, then file:// ones."""
+    import json
+
+    host = tmp_path / "host"
+    val = _make_zip(host / "val2017.zip", {
+        "val2017/000000000139.jpg": _image_bytes(8, 6, "JPEG"),
+        "val2017/000000000285.png": _image_bytes(5, 4, "PNG"),
+    })  # fmt: skip
+    empty = {"images": [], "annotations": [], "categories": COCO_JSON["categories"]}
+    annotations = _make_zip(host / "annotations_trainval2017.zip", {
+        "annotations/instances_val2017.json": json.dumps(COCO_JSON).encode(),
+        "annotations/instances_train2017.json": json.dumps(empty).encode(),
+        "annotations/captions_val2017.json": b"{}",
+    })  # fmt: skip
+    for key, archive in {"val": val, "annotations": annotations}.items():
+        fake = RemoteFile(
+            filename=archive.name,
+            urls=(UNREACHABLE, archive.as_uri()),
+            checksum="md5:" + md5sum(archive),
+            size=archive.stat().st_size,
+        )
+        monkeypatch.setitem(download_module.COCO2017_ARCHIVES, key, fake)
+    return host
+
+
+def test_coco2017_table():
+    assert set(COCO2017_ARCHIVES) == {"train", "val", "annotations"}
+    for remote in COCO2017_ARCHIVES.values():
+        algorithm, digest = remote.checksum.split(":")
+        assert algorithm == "md5" and len(digest) == 32 and int(digest, 16) >= 0
+        assert all(url.endswith("/" + remote.filename) for url in remote.urls)
+        assert remote.urls[0].startswith("http://images.cocodataset.org/")
+    assert COCO2017_ARCHIVES["val"].checksum == "md5:442b8da7639aecaf257c1dceb8ba8c80"
+    assert COCO2017_ARCHIVES["annotations"].filename == "annotations_trainval2017.zip"
+
+
+def test_download_coco2017_extracts_and_loads_with_coco_detection(tmp_path, coco_host):
+    root = tmp_path / "coco"
+    coco = download_coco2017(root, "val", progress=False)  # a single string is one split
+    assert coco == Coco2017(root)
+    assert coco.images("val") == root / "val2017"
+    assert coco.annotations("val") == root / "annotations" / "instances_val2017.json"
+    # The archives are deleted and no staging folder is left: only the official layout remains.
+    assert sorted(p.name for p in root.iterdir()) == ["annotations", "val2017"]
+    assert sorted(p.name for p in (root / "annotations").iterdir()) == [
+        "captions_val2017.json", "instances_train2017.json", "instances_val2017.json"]  # fmt: skip
+
+    dataset = CocoDetection(coco.images("val"), coco.annotations("val"))
+    assert len(dataset) == 2 and dataset.classes == ("person", "dog")
+    assert dataset.category_ids == (1, 18)
+    image, target = dataset[0]
+    assert image.shape == (3, 6, 8) and target["image_id"] == 139
+    assert target["boxes"].tolist() == [[1.0, 2.0, 4.0, 6.0], [0.5, 0.0, 8.0, 6.0]]  # xyxy
+    assert target["labels"].tolist() == [1, 0] and target["iscrowd"].tolist() == [0, 1]
+    image, target = coco.dataset("val")[1]  # the same reader, through the paths object
+    assert image.shape == (3, 4, 5) and target["boxes"].tolist() == [[2.0, 1.0, 5.0, 4.0]]
+
+
+def test_download_coco2017_skips_what_is_there(tmp_path, coco_host):
+    root = tmp_path / "coco"
+    download_coco2017(root, ["val"], keep_archives=True, progress=False)
+    assert (root / "val2017.zip").is_file() and (root / "annotations_trainval2017.zip").is_file()
+    # Everything is extracted: nothing is fetched again, even with the host gone.
+    for archive in coco_host.iterdir():
+        archive.unlink()
+    (root / "val2017.zip").unlink()
+    (root / "annotations_trainval2017.zip").unlink()
+    assert download_coco2017(root, ["val", "val"], progress=False) == Coco2017(root)
+    assert sorted(p.name for p in root.iterdir()) == ["annotations", "val2017"]
+    # Annotations missing: only they are fetched (the images' archive is not there to fetch).
+    (root / "annotations" / "instances_val2017.json").unlink()
+    with pytest.raises(ConnectionError, match="annotations_trainval2017.zip"):
+        download_coco2017(root, ["val"], progress=False)
+    assert download_coco2017(root, ["val"], annotations=False, progress=False) == Coco2017(root)
+
+
+def test_download_coco2017_resumes_after_an_interrupted_extraction(tmp_path, coco_host):
+    root = tmp_path / "coco"
+    staging = root / ".val2017.zip.extracting" / "val2017"
+    staging.mkdir(parents=True)
+    (staging / "half.jpg").write_bytes(b"cut off")  # a run killed while unzipping
+    coco = download_coco2017(root, ["val"], progress=False)
+    assert sorted(p.name for p in root.iterdir()) == ["annotations", "val2017"]
+    assert sorted(p.name for p in coco.images("val").iterdir()) == [
+        "000000000139.jpg", "000000000285.png"]  # fmt: skip
+
+
+def test_download_coco2017_checksum_mismatch(tmp_path, coco_host, monkeypatch):
+    bad = RemoteFile("val2017.zip", ((coco_host / "val2017.zip").as_uri(),), "md5:" + "0" * 32, 0)
+    monkeypatch.setitem(download_module.COCO2017_ARCHIVES, "val", bad)
+    root = tmp_path / "coco"
+    with pytest.raises(
+        ValueError, match=r"checksum mismatch for val2017\.zip .*md5 0{32}.*deleted"
+    ):
+        download_coco2017(root, ["val"], progress=False)
+    assert list(root.iterdir()) == []
+
+
+def test_download_coco2017_archive_without_its_folder(tmp_path, coco_host, monkeypatch):
+    wrong = _make_zip(tmp_path / "host2" / "val2017.zip", {"train2017/x.jpg": b"x"})
+    fake = RemoteFile(wrong.name, (wrong.as_uri(),), "md5:" + md5sum(wrong), 0)
+    monkeypatch.setitem(download_module.COCO2017_ARCHIVES, "val", fake)
+    root = tmp_path / "coco"
+    with pytest.raises(ValueError, match="val2017.zip has no val2017/ folder"):
+        download_coco2017(root, ["val"], progress=False)
+    assert list(root.iterdir()) == [root / "val2017.zip"]  # verified, kept; nothing extracted
+
+
+def test_download_coco2017_errors(tmp_path, monkeypatch):
+    with pytest.raises(
+        ValueError, match=r"splits must be among \('train', 'val'\), got \['test'\]"
+    ):
+        download_coco2017(tmp_path, ["val", "test"])
+    with pytest.raises(ValueError, match="split must be one of"):
+        Coco2017(tmp_path).images("val2017")
+    assert Coco2017(str(tmp_path)).annotations("train") == (
+        tmp_path / "annotations" / "instances_train2017.json"
+    )
+    fake = RemoteFile(
+        "val2017.zip", (UNREACHABLE, "http://127.0.0.1:9/mirror.zip"), "md5:" + "0" * 32, 0
+    )
+    monkeypatch.setitem(download_module.COCO2017_ARCHIVES, "val", fake)
+    with pytest.raises(ConnectionError, match=r"127.0.0.1:9/archive.tar.*; .*mirror.zip.*offline"):
+        download_coco2017(tmp_path / "coco", ["val"], progress=False)
+    assert list((tmp_path / "coco").iterdir()) == []

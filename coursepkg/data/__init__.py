@@ -6,7 +6,8 @@
   over a canvas, with disjoint ``"train"`` and ``"test"`` digit images.
 * :class:`VOCDetection` and :class:`CocoDetection` (:mod:`.formats`): readers for real datasets in
   the Pascal VOC and COCO annotation formats; :func:`download_voc2007` (:mod:`.download`) fetches
-  VOC 2007 for the optional exercises on real photographs.
+  VOC 2007 for the optional exercises on real photographs, :func:`download_coco2017` COCO 2017
+  for the GPU profile.
 * :class:`TreeCrowns` (:mod:`.tree_crowns`): real aerial photographs with every tree crown boxed,
   read from the ``deepforest`` package's data files (no network), cut into tiles and split by
   photograph.
@@ -22,11 +23,16 @@ Chapter: book/data_and_conventions
 
 from coursepkg.data.digits import DIGIT_CLASSES, DigitsDetectionDataset, digit_split_indices
 from coursepkg.data.download import (
+    COCO2017_ARCHIVES,
+    COCO2017_SPLITS,
     VOC2007_ARCHIVES,
+    Coco2017,
     RemoteFile,
+    download_coco2017,
     download_url,
     download_voc2007,
     extract_archive,
+    md5sum,
     sha256sum,
 )
 from coursepkg.data.formats import (
@@ -63,6 +69,8 @@ from coursepkg.data.tree_crowns import (
 )
 
 __all__ = [
+    "COCO2017_ARCHIVES",
+    "COCO2017_SPLITS",
     "DEFAULT_SHAPE_CLASSES",
     "DIGIT_CLASSES",
     "SHAPE_CLASSES",
@@ -71,6 +79,7 @@ __all__ = [
     "TREE_CROWN_SPLITS",
     "VOC2007_ARCHIVES",
     "VOC_CLASSES",
+    "Coco2017",
     "CocoDetection",
     "DigitsDetectionDataset",
     "RemoteFile",
@@ -85,11 +94,13 @@ __all__ = [
     "deepforest_data_dir",
     "collate_detection",
     "digit_split_indices",
+    "download_coco2017",
     "download_url",
     "download_voc2007",
     "extract_archive",
     "item_generator",
     "masks_to_tight_boxes",
+    "md5sum",
     "parse_voc_xml",
     "read_image",
     "sha256sum",
