@@ -169,6 +169,10 @@ def test_page_renders_cleanly(page, server, name):
         shots = SITE.parent / "screenshots"
         shots.mkdir(exist_ok=True)
         page.screenshot(path=str(shots / f"{Path(name).name}.png"), full_page=False)
+        if figures:  # and the page's first figure, as the reader sees it
+            first = page.locator(".cell_output img").first
+            first.scroll_into_view_if_needed()
+            first.screenshot(path=str(shots / f"{Path(name).name}_figure.png"))
 
 
 def _config() -> dict:
