@@ -32,11 +32,13 @@ def _tiny_job(num_train: int):
 def tiny(monkeypatch):
     """Two cheap detectors and a 4-image held-out set in place of the course's."""
     monkeypatch.setattr(capstone, "DETECTORS", {"a": _tiny_job(4), "b": _tiny_job(8)})
+    monkeypatch.setattr(capstone, "CLASSIC_DETECTORS", ())  # tests/test_classic_detectors.py
     monkeypatch.setitem(capstone.CAPSTONE_DATA, "smoke", CapstoneData(num_val=4))
 
 
 def test_every_detector_of_the_course_is_in_the_table_by_default():
     assert set(capstone.DETECTORS) == set(DETECTORS) and len(DETECTORS) >= 5
+    assert capstone._known_detectors() == [*DETECTORS, "sliding_windows", "rcnn"]
 
 
 def test_unknown_profile_and_detector_are_refused(tmp_path, tiny):

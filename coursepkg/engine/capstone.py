@@ -1,4 +1,4 @@
-"""The capstone comparison: every ``fit``-trained detector of the course, same data, one table.
+"""The capstone comparison: every detector of the course, same data, one table.
 
 Each detector trains with its chapter's recipe (model settings, epochs, batch size, learning
 rate: :data:`coursepkg.engine.train_shapes.DETECTORS`) on a prefix of one stream of shapes
@@ -21,9 +21,16 @@ detector already in it, for the same profile and settings, is skipped; the detec
 trained resumes from its last finished epoch in ``--checkpoint-dir/<detector>/`` (see
 :func:`coursepkg.engine.training.fit`). One line per detector reports progress.
 
-R-CNN and the sliding-window baseline are not in the table: they do not train with ``fit``
-(R-CNN fine-tunes on warped regions, then fits SVMs and box regressors one class at a time); their
-chapters report their own mAP.
+The sliding-window baseline and R-CNN do not train with ``fit`` (R-CNN fine-tunes on warped
+regions, then fits SVMs and box regressors one class at a time):
+:mod:`coursepkg.engine.classic_detectors` trains them with their chapters' recipes on the first
+images of the same stream and wraps them as detectors, so that their rows are measured by the same
+code. Their ``train_seconds`` include everything (R-CNN: selective search on the training images,
+fine-tuning, features, SVMs and regressors); R-CNN's ``epochs`` are its fine-tuning steps; the
+sliding windows classify background and every class (their chapter finds circles only). They
+come last in the table, train in one go (no checkpoints) and resume per detector like the rest::
+
+    python -m coursepkg.engine.capstone --detectors sliding_windows rcnn --profile smoke --out /tmp/c.json
 
 Chapter: book/14_capstone.
 """
@@ -42,6 +49,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from coursepkg.data import ShapesDataset
+from coursepkg.engine.classic_detectors import CLASSIC_DETECTORS, classic_num_train, train_classic
 from coursepkg.engine.runtime import PROFILES, get_profile
 from coursepkg.engine.train_shapes import DETECTORS, ShapesJob
 from coursepkg.engine.training import evaluate, fit, predict
@@ -148,6 +156,31 @@ def _inference_speed(
     return len(images) / (time.perf_counter() - start)
 
 
+def _known_detectors() -> list[str]:
+    """Every detector the capstone can measure: the ``fit``-trained ones, then the classic ones."""
+    return [*DETECTORS, *CLASSIC_DETECTORS]
+
+
+def _check_detector_name(name: str) -> None:
+    if name not in _known_detectors():
+        raise ValueError(f"detector must be one of {', '.join(sorted(_known_detectors()))}; got {name!r}")
+
+
+def _train_classic(name: str, profile: str, data: CapstoneData, seed: int) -> tuple:
+    """Sliding windows or R-CNN on the shared split: (model, train set, val set, epochs, seconds).
+
+    The training set is the first images of the shared stream (128 x 128, as many as the
+    chapter's recipe), and the seconds cover everything: selective search on the training images,
+    fine-tuning, features, SVMs and box regressors for R-CNN; cutting windows and training the
+    classifier for the sliding windows.
+    """
+    train_set = ShapesDataset(classic_num_train(name, profile), (128, 128), seed=data.train_seed)
+    val_set = ShapesDataset(data.num_val, (128, 128), seed=data.val_seed)
+    start = time.perf_counter()
+    run = train_classic(name, profile, train_set, seed=seed)
+    return run.model, train_set, val_set, run.epochs, time.perf_counter() - start
+
+
 def measure_detector(
     name: str,
     profile: str,
@@ -159,7 +192,9 @@ def measure_detector(
     """Train one detector with its chapter's recipe on the shared split and measure it.
 
     Args:
-        name: a key of :data:`coursepkg.engine.train_shapes.DETECTORS`.
+        name: a key of :data:`coursepkg.engine.train_shapes.DETECTORS`, or ``"sliding_windows"``
+            or ``"rcnn"`` (:mod:`coursepkg.engine.classic_detectors`; no checkpoints: they
+            train in one go, and their ``epochs`` is R-CNN's fine-tuning steps).
         profile: ``"smoke"``, ``"cpu"`` or ``"gpu"``.
         checkpoint_dir: where ``fit`` keeps this detector's checkpoints (resume); None: none.
         seed: initial weights and data order.
@@ -171,19 +206,21 @@ def measure_detector(
     Raises:
         ValueError: for an unknown detector or profile.
     """
-    if name not in DETECTORS:
-        raise ValueError(f"detector must be one of {', '.join(sorted(DETECTORS))}; got {name!r}")
+    _check_detector_name(name)
     data = data or capstone_data(profile)
     torch.manual_seed(seed)
-    job = DETECTORS[name](profile)
-    train_set, val_set = _shared_split(job, data)
-    model = job.model
-    start = time.perf_counter()
-    fit(
-        model, train_set, epochs=job.epochs, batch_size=job.batch_size, lr=job.lr,
-        weight_decay=job.weight_decay, checkpoint_dir=checkpoint_dir, seed=seed, progress=False,
-    )  # fmt: skip
-    train_seconds = time.perf_counter() - start
+    if name in CLASSIC_DETECTORS:
+        model, train_set, val_set, epochs, train_seconds = _train_classic(name, profile, data, seed)
+    else:
+        job = DETECTORS[name](profile)
+        train_set, val_set = _shared_split(job, data)
+        model, epochs = job.model, job.epochs
+        start = time.perf_counter()
+        fit(
+            model, train_set, epochs=job.epochs, batch_size=job.batch_size, lr=job.lr,
+            weight_decay=job.weight_decay, checkpoint_dir=checkpoint_dir, seed=seed, progress=False,
+        )  # fmt: skip
+        train_seconds = time.perf_counter() - start
     val_items = [val_set[i] for i in range(len(val_set))]
     images = [image for image, _ in val_items]
     metrics = evaluate(model, val_set)
@@ -195,7 +232,7 @@ def measure_detector(
         "delta_ap": {kind: float(v) for kind, v in breakdown.delta_ap.items()},
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_images": len(train_set),
-        "epochs": job.epochs,
+        "epochs": epochs,
         "train_seconds": train_seconds,
         "inference_images_per_second": _inference_speed(model, images, _timing_images(val_set, data)),
     }
@@ -234,10 +271,9 @@ def run_capstone(
         ValueError: for an unknown profile or detector, or if ``out`` holds other settings'
             results (delete it or choose another ``out``).
     """
-    names = list(detectors) if detectors is not None else list(DETECTORS)
+    names = list(detectors) if detectors is not None else _known_detectors()
     for name in names:
-        if name not in DETECTORS:
-            raise ValueError(f"detector must be one of {', '.join(sorted(DETECTORS))}; got {name!r}")
+        _check_detector_name(name)
     data = capstone_data(profile)
     header = _header(profile, data, seed)
     results: dict[str, object] = {
@@ -286,7 +322,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="run profile (default: $COURSE_PROFILE, else by hardware)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results file (default: book/capstone_<profile>.json)")
-    parser.add_argument("--detectors", nargs="+", choices=sorted(DETECTORS), default=None)
+    parser.add_argument("--detectors", nargs="+", choices=sorted(_known_detectors()), default=None)
     parser.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints/capstone"))
     parser.add_argument("--seed", type=int, default=0)
     return parser  # fmt: skip

@@ -5,7 +5,7 @@ config (data sizes and seeds, epochs, batch size, optimiser settings, the mAP fl
 asserts), one function per detector that returns it for a profile name (``"smoke"``, ``"cpu"``,
 ``"gpu"``; see :mod:`coursepkg.engine.runtime`).
 
-Chapter: book/05_rcnn, book/06_fast_rcnn, book/07_faster_rcnn, book/08_yolo,
+Chapter: book/01_sliding_windows, book/05_rcnn, book/06_fast_rcnn, book/07_faster_rcnn, book/08_yolo,
 book/09_confidence_bce, book/10_retinanet, book/11_iou_aware_retinanet, book/13_fcos,
 book/real_photographs.
 """
@@ -23,6 +23,8 @@ from coursepkg.models.retinanet import RetinaNetConfig
 from coursepkg.models.yolo import YOLOv1Config
 
 __all__ = [
+    "SlidingWindowRecipe",
+    "sliding_window_recipe",
     "RCNNRecipe",
     "rcnn_recipe",
     "FastRCNNRecipe",
@@ -48,6 +50,61 @@ def _check_profile(profile: str) -> str:
     if not isinstance(profile, str) or profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(PROFILES)}; got {profile!r}")
     return profile
+
+
+# -------------------------------------------------------------------------- sliding windows
+
+
+@dataclass(frozen=True)
+class SlidingWindowRecipe:
+    """How the sliding-window chapter trains its window classifier in one run profile.
+
+    The chapter (book/01_sliding_windows) keeps these values in its own cells; the capstone
+    (:mod:`coursepkg.engine.classic_detectors`) reads them from here, and
+    ``tests/test_classic_detectors.py`` checks that the two agree.
+
+    Attributes:
+        profile: ``"smoke"``, ``"cpu"`` or ``"gpu"``.
+        num_train: training images.
+        epochs: passes over the training windows.
+        window, step, scale: the window side, the step between windows (pixels of a pyramid
+            level) and the ratio between pyramid levels.
+        pos_iou: a window is positive when its IoU with an object is at least this.
+        neg_iou: a window is negative when its IoU with every object is below this ...
+        hard_iou: ... and a *hard* negative when that IoU is still at least this.
+        batch_size, lr: Adam's mini-batches and learning rate.
+        score_thresh: a window is a detection when its class probability is at least this.
+        nms_thresh: the IoU threshold of the non-maximum suppression of the detections.
+    """
+
+    profile: str
+    num_train: int
+    epochs: int
+    window: int = 24
+    step: int = 4
+    scale: float = 1.25
+    pos_iou: float = 0.6
+    neg_iou: float = 0.4
+    hard_iou: float = 0.2
+    batch_size: int = 128
+    lr: float = 3e-3
+    score_thresh: float = 0.5
+    nms_thresh: float = 0.3
+
+
+def sliding_window_recipe(profile: str) -> SlidingWindowRecipe:
+    """The training settings of the sliding-window chapter for a run profile.
+
+    Raises:
+        ValueError: for an unknown profile name.
+
+    Chapter: book/01_sliding_windows
+    """
+    return {
+        "smoke": SlidingWindowRecipe("smoke", num_train=150, epochs=5),
+        "cpu": SlidingWindowRecipe("cpu", num_train=400, epochs=8),
+        "gpu": SlidingWindowRecipe("gpu", num_train=2000, epochs=20),
+    }[_check_profile(profile)]
 
 
 # ----------------------------------------------------------------------------------- R-CNN
