@@ -38,7 +38,7 @@ def tiny(monkeypatch):
 
 def test_every_detector_of_the_course_is_in_the_table_by_default():
     assert set(capstone.DETECTORS) == set(DETECTORS) and len(DETECTORS) >= 5
-    assert capstone._known_detectors() == [*DETECTORS, "sliding_windows", "rcnn"]
+    assert capstone.capstone_detectors() == [*DETECTORS, "sliding_windows", "rcnn"]
 
 
 def test_unknown_profile_and_detector_are_refused(tmp_path, tiny):

@@ -200,7 +200,7 @@ def test_capstone_rows_of_the_classic_detectors(monkeypatch):
     monkeypatch.setattr(capstone, "TIMING_IMAGES", 8)
     monkeypatch.setattr(capstone, "classic_num_train", lambda name, profile: 4)
     data = CapstoneData(num_val=4)
-    assert capstone._known_detectors()[-2:] == list(CLASSIC_DETECTORS)
+    assert capstone.capstone_detectors()[-2:] == list(CLASSIC_DETECTORS)
     for name, epochs in (("sliding_windows", 5), ("rcnn", 30)):  # the smoke recipes'
         row = capstone.measure_detector(name, "smoke", data=data)
         assert set(row) == set(ROW_KEYS) and row["detector"] == name

@@ -60,6 +60,7 @@ __all__ = [
     "CAPSTONE_DATA",
     "CapstoneData",
     "capstone_data",
+    "capstone_detectors",
     "measure_detector",
     "run_capstone",
     "main",
@@ -156,14 +157,18 @@ def _inference_speed(
     return len(images) / (time.perf_counter() - start)
 
 
-def _known_detectors() -> list[str]:
-    """Every detector the capstone can measure: the ``fit``-trained ones, then the classic ones."""
+def capstone_detectors() -> list[str]:
+    """Every detector of the table, in its order: the ``fit``-trained ones, then the classic ones.
+
+    The keys of :data:`coursepkg.engine.train_shapes.DETECTORS`, then ``"sliding_windows"`` and
+    ``"rcnn"`` (:data:`coursepkg.engine.classic_detectors.CLASSIC_DETECTORS`).
+    """
     return [*DETECTORS, *CLASSIC_DETECTORS]
 
 
 def _check_detector_name(name: str) -> None:
-    if name not in _known_detectors():
-        raise ValueError(f"detector must be one of {', '.join(sorted(_known_detectors()))}; got {name!r}")
+    if name not in capstone_detectors():
+        raise ValueError(f"detector must be one of {', '.join(sorted(capstone_detectors()))}; got {name!r}")
 
 
 def _train_classic(name: str, profile: str, data: CapstoneData, seed: int) -> tuple:
@@ -271,7 +276,7 @@ def run_capstone(
         ValueError: for an unknown profile or detector, or if ``out`` holds other settings'
             results (delete it or choose another ``out``).
     """
-    names = list(detectors) if detectors is not None else _known_detectors()
+    names = list(detectors) if detectors is not None else capstone_detectors()
     for name in names:
         _check_detector_name(name)
     data = capstone_data(profile)
@@ -322,7 +327,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="run profile (default: $COURSE_PROFILE, else by hardware)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results file (default: book/capstone_<profile>.json)")
-    parser.add_argument("--detectors", nargs="+", choices=sorted(_known_detectors()), default=None)
+    parser.add_argument("--detectors", nargs="+", choices=sorted(capstone_detectors()), default=None)
     parser.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints/capstone"))
     parser.add_argument("--seed", type=int, default=0)
     return parser  # fmt: skip
