@@ -60,8 +60,8 @@ def test_the_recipe_is_the_chapters():
     assert f"epochs = PROFILE.pick({epochs})" in text
     assert float(re.search(r"Adam\(classifier\.parameters\(\), lr=([0-9.e-]+)\)", text)[1]) == r.lr
     assert f"split({r.batch_size})" in text
-    assert f"best_target >= {r.pos_iou}" in text and f"best_target < {r.neg_iou}" in text
-    assert f"best_any >= {r.hard_iou}" in text
+    assert f"best_target >= {r.fg_iou_thresh}" in text and f"best_target < {r.bg_iou_thresh}" in text
+    assert f"best_any >= {r.bg_iou_thresh_lo}" in text
     assert f"s >= {r.score_thresh}" in text and f"iou_threshold={r.nms_thresh}" in text
 
 

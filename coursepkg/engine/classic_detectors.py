@@ -212,9 +212,10 @@ def _window_labels(
 ) -> tuple[Tensor, Tensor]:
     """The chapter's sample of one image's windows: indices and labels (0 background, 1..K).
 
-    Every window with IoU >= ``pos_iou`` with an object (that object's class), and
-    ``max(2 * positives, 10)`` each of hard negatives (best IoU in ``[hard_iou, neg_iou)``) and
-    easy ones (best IoU below ``hard_iou``), drawn at random.
+    Every window with IoU >= ``fg_iou_thresh`` with an object (that object's class), and
+    ``max(2 * positives, 10)`` each of hard negatives (best IoU in
+    ``[bg_iou_thresh_lo, bg_iou_thresh)``) and easy ones (best IoU below ``bg_iou_thresh_lo``),
+    drawn at random.
     """
     gt_boxes, gt_labels = target["boxes"], target["labels"]
     if gt_boxes.shape[0]:
@@ -222,9 +223,10 @@ def _window_labels(
     else:
         best_iou = boxes.new_zeros(boxes.shape[0])
         best_gt = torch.zeros(boxes.shape[0], dtype=torch.int64)
-    positive = torch.nonzero(best_iou >= recipe.pos_iou)[:, 0]
-    hard = torch.nonzero((best_iou < recipe.neg_iou) & (best_iou >= recipe.hard_iou))[:, 0]
-    easy = torch.nonzero(best_iou < recipe.hard_iou)[:, 0]
+    positive = torch.nonzero(best_iou >= recipe.fg_iou_thresh)[:, 0]
+    hard = torch.nonzero((best_iou < recipe.bg_iou_thresh) & (best_iou >= recipe.bg_iou_thresh_lo))
+    hard = hard[:, 0]
+    easy = torch.nonzero(best_iou < recipe.bg_iou_thresh_lo)[:, 0]
     budget = max(2 * len(positive), 10)
     hard = hard[torch.randperm(len(hard), generator=generator)[:budget]]
     easy = easy[torch.randperm(len(easy), generator=generator)[:budget]]

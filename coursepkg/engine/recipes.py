@@ -69,9 +69,9 @@ class SlidingWindowRecipe:
         epochs: passes over the training windows.
         window, step, scale: the window side, the step between windows (pixels of a pyramid
             level) and the ratio between pyramid levels.
-        pos_iou: a window is positive when its IoU with an object is at least this.
-        neg_iou: a window is negative when its IoU with every object is below this ...
-        hard_iou: ... and a *hard* negative when that IoU is still at least this.
+        fg_iou_thresh: a window is positive when its IoU with an object is at least this.
+        bg_iou_thresh: a window is negative when its IoU with every object is below this ...
+        bg_iou_thresh_lo: ... and a *hard* negative when that IoU is still at least this.
         batch_size, lr: Adam's mini-batches and learning rate.
         score_thresh: a window is a detection when its class probability is at least this.
         nms_thresh: the IoU threshold of the non-maximum suppression of the detections.
@@ -83,9 +83,9 @@ class SlidingWindowRecipe:
     window: int = 24
     step: int = 4
     scale: float = 1.25
-    pos_iou: float = 0.6
-    neg_iou: float = 0.4
-    hard_iou: float = 0.2
+    fg_iou_thresh: float = 0.6
+    bg_iou_thresh: float = 0.4
+    bg_iou_thresh_lo: float = 0.2
     batch_size: int = 128
     lr: float = 3e-3
     score_thresh: float = 0.5
