@@ -44,6 +44,7 @@ from coursepkg.engine.recipes import (
     rcnn_recipe,
     sliding_window_recipe,
 )
+from coursepkg.engine.runtime import resolve_device
 from coursepkg.models.backbones import PIXEL_MEAN
 from coursepkg.models.detector import Detector, check_images
 from coursepkg.models.rcnn import (
@@ -243,6 +244,7 @@ def train_sliding_windows(
     *,
     seed: int = 0,
     history: list[float] | None = None,
+    device: torch.device | str | None = None,
 ) -> SlidingWindowDetector:
     """Train the sliding-window detector of book/01 (with ``K + 1`` classes) on ``train_set``.
 
@@ -256,9 +258,11 @@ def train_sliding_windows(
         recipe: :func:`coursepkg.engine.recipes.sliding_window_recipe`.
         seed: the negatives drawn and the batch order (the weights follow torch's global seed).
         history: if given, the mean loss of every epoch is appended to it.
+        device: where the classifier trains and stays (default: the best one here, as in the
+            chapter); the windows are cut on the CPU.
 
     Returns:
-        The trained :class:`SlidingWindowDetector`, in eval mode.
+        The trained :class:`SlidingWindowDetector`, in eval mode, on ``device``.
 
     Raises:
         ValueError: for an empty or non-dataset ``train_set``, a bad recipe or seed.
@@ -267,6 +271,7 @@ def train_sliding_windows(
     if not isinstance(recipe, SlidingWindowRecipe):
         raise ValueError(f"recipe must be a SlidingWindowRecipe, got {type(recipe).__name__}")
     generator = _generator(seed)
+    device = resolve_device(device)
     detector = SlidingWindowDetector(
         window_classifier(_num_classes(train_set), recipe.window), _num_classes(train_set), recipe
     )
@@ -278,13 +283,14 @@ def train_sliding_windows(
         xs.append(patches[chosen])
         ys.append(labels)
     train_x, train_y = torch.cat(xs), torch.cat(ys)
-    classifier = detector.classifier
+    classifier = detector.classifier.to(device)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=recipe.lr)
     classifier.train()
     for _ in range(recipe.epochs):
         total = 0.0
         for batch in torch.randperm(len(train_x), generator=generator).split(recipe.batch_size):
-            loss = F.cross_entropy(classifier(train_x[batch]), train_y[batch])
+            x, y = train_x[batch].to(device), train_y[batch].to(device)
+            loss = F.cross_entropy(classifier(x), y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -364,6 +370,8 @@ def train_rcnn(
     3. features of the ground truth and proposals, scaled to the config's mean norm; per-class
        SVMs with hard-negative mining (:func:`train_linear_svms`);
     4. per-class ridge box regressors on pool5 of the proposals with IoU > 0.6.
+
+    Everything runs on the CPU, as in the chapter (selective search is CPU code anyway).
 
     Args:
         train_set: map-style dataset of ``(image [3, H, W], target)``; its ``classes`` attribute
