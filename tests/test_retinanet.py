@@ -24,12 +24,14 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from benchmarks.bench_host_sync import SyncCounter, counting
 from coursepkg.data import ShapesDataset
 from coursepkg.models.dense_heads import prior_bias
 from coursepkg.models.retinanet import (
     BOX_LOSSES,
     RetinaNet,
     RetinaNetConfig,
+    _retinanet_loss,
     retinanet_loss,
     retinanet_targets,
 )
@@ -402,6 +404,23 @@ def test_every_box_loss_is_finite_without_positives_and_trains_the_model(box_los
     losses["bbox_regression"].backward()
     grad = model.regression_head.predictor.weight.grad
     assert float(losses["bbox_regression"].detach()) > 0 and torch.isfinite(grad).all() and grad.abs().max() > 0
+
+
+def _loss_syncs(box_loss: str) -> int:
+    p = _box_problem()
+    counter = SyncCounter()
+    with counting(counter):
+        _retinanet_loss(p["cls_logits"], p["box_regression"], p["labels"], p["classes"], p["target_deltas"],
+                        alpha=0.25, gamma=2.0, beta=0.0, reduction="mean", box_loss=box_loss,
+                        anchors=p["anchors"], matched_boxes=p["matched_boxes"], box_weights=(1.0,) * 4)
+    return sum(counter.events.values())
+
+
+@pytest.mark.parametrize("box_loss", ["iou", "giou", "rectified"])
+def test_the_iou_box_losses_add_no_host_synchronisation(box_loss):
+    """The IoU losses decode every anchor instead of selecting the positives (a boolean selection
+    would read the mask on the host): the training step's loss syncs no more than with smooth-L1."""
+    assert _loss_syncs(box_loss) == _loss_syncs("smooth_l1")
 
 
 def test_smooth_l1_stays_the_default_box_loss():
