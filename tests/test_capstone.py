@@ -159,6 +159,10 @@ def test_final_iou_distribution_is_the_iou_of_each_object_found_at_05():
     assert json.loads(json.dumps(got)) == got  # plain numbers for the results file
     nothing = final_iou_distribution([{k: v[:0] for k, v in p.items()} for p in preds], targets)
     assert nothing["found"] == 0 and nothing["mean"] is None and sum(nothing["histogram"]) == 0
+    with pytest.raises(ValueError, match="preds and targets must have one entry per image, got 2 and 1"):
+        final_iou_distribution(preds, targets[:1])
+    with pytest.raises(ValueError, match=r"preds\[1\] is missing \['scores'\]"):
+        final_iou_distribution([preds[0], {"boxes": preds[1]["boxes"], "labels": preds[1]["labels"]}], targets)
 
 
 def test_results_of_other_settings_are_not_mixed_in(tmp_path, tiny):

@@ -52,6 +52,7 @@ from coursepkg.engine.runtime import PROFILES, get_profile
 from coursepkg.engine.train_shapes import DETECTORS, ShapesJob
 from coursepkg.engine.training import evaluate, fit, predict
 from coursepkg.evaluation import error_breakdown, match_detections
+from coursepkg.evaluation.inputs import images_from_dicts
 from coursepkg.ops.validation import check_int
 
 __all__ = [
@@ -186,8 +187,13 @@ def final_iou_distribution(
         ..., "0.5": ..., ...}, "bins": FINAL_IOU_BINS, "histogram": [counts of the M IoUs per
         bin]}`` (mean and quantiles None when nothing is found), plain Python numbers for JSON.
 
+    Raises:
+        TypeError, ValueError: as the metrics, for lists of different lengths, a missing key, or
+            bad boxes, scores or labels (naming the image, e.g. ``preds[3]['boxes']``).
+
     Chapter: book/12_iou_losses (section "With a detector").
     """
+    images_from_dicts(preds, targets)  # the metrics' checks
     ious, objects = [], 0
     for pred, target in zip(preds, targets, strict=True):
         gt_boxes, gt_labels = target["boxes"].to(torch.float64), target["labels"]
