@@ -58,6 +58,7 @@ from coursepkg.ops.validation import check_int
 __all__ = [
     "CAPSTONE_DATA",
     "FINAL_IOU_BINS",
+    "FINAL_IOU_QUANTILES",
     "LATER_ROW_KEYS",
     "ROW_KEYS",
     "CapstoneData",
