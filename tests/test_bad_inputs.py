@@ -387,6 +387,7 @@ MODELS = [
     Case("iou_aware_score-logits", lambda: iou_aware_score(torch.rand(3, 2) + 1, torch.rand(3), 0.5), ValueError, r"cls_prob must hold probabilities in \[0, 1\]"),
     Case("IoUAwareRetinaNetConfig-score_alpha", lambda: IoUAwareRetinaNetConfig(score_alpha=-0.1), ValueError, r"score_alpha must be a finite number in \[0, 1\], got -0.1"),
     Case("iou_targets-anchors-length", lambda: iou_targets(torch.zeros(3, 4), _boxes(2), _boxes(3)), ValueError, r"anchors must be \[3, 4\]"),
+    Case("IoUAwareRetinaNetConfig-box_loss", lambda: IoUAwareRetinaNetConfig(box_loss="GIoU"), ValueError, r"box_loss must be one of 'smooth_l1', 'iou', 'giou', 'rectified', got 'GIoU'"),
 ]
 
 # -------------------------------------------------------------------------- evaluation, viz

@@ -9,7 +9,15 @@ import torch
 
 from coursepkg.data import ShapesDataset
 from coursepkg.engine import capstone
-from coursepkg.engine.capstone import ROW_KEYS, CapstoneData, capstone_data, run_capstone
+from coursepkg.engine.capstone import (
+    FINAL_IOU_BINS,
+    LATER_ROW_KEYS,
+    ROW_KEYS,
+    CapstoneData,
+    capstone_data,
+    final_iou_distribution,
+    run_capstone,
+)
 from coursepkg.engine.recipes import fcos_recipe
 from coursepkg.engine.train_shapes import DETECTORS, ShapesJob
 from coursepkg.evaluation.error_analysis import ERROR_TYPES
@@ -73,7 +81,10 @@ def test_rows_have_every_column_and_sane_values(tmp_path, tiny):
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
     assert [row["detector"] for row in results["rows"]] == ["a", "b"]
     for row in results["rows"]:
-        assert set(row) == set(ROW_KEYS)
+        assert set(row) == set(ROW_KEYS) | set(LATER_ROW_KEYS)
+        final = row["final_iou"]
+        assert final["objects"] > 0 and sum(final["histogram"]) == final["found"] <= final["objects"]
+        assert final["bins"] == list(FINAL_IOU_BINS) and len(final["histogram"]) == len(FINAL_IOU_BINS) - 1
         for key in ("map", "map_50", "map_75"):
             assert 0.0 <= row[key] <= 1.0
         assert row["map_50"] >= row["map"] - 1e-9  # AP over IoU 0.5:0.95 cannot exceed AP50
@@ -107,6 +118,53 @@ def test_an_interrupted_run_resumes_without_training_finished_detectors(tmp_path
     assert [row["detector"] for row in results["rows"]] == ["a", "b"]
     assert any("a: already in" in line for line in lines)
     assert not any(line.startswith("[1/2] a: training") for line in lines)
+
+
+def test_a_run_of_some_detectors_keeps_the_rows_of_the_others(tmp_path, tiny, monkeypatch):
+    out = tmp_path / "results.json"
+    run_capstone("smoke", out, detectors=["b"], log=lambda line: None)
+    stored_b = json.loads(out.read_text())["rows"][0]
+    results = run_capstone("smoke", out, detectors=["a"], log=lambda line: None)
+    assert [row["detector"] for row in results["rows"]] == ["a", "b"]  # DETECTORS' order
+    assert results["rows"][1] == stored_b  # kept, not trained again
+    assert json.loads(out.read_text())["rows"] == results["rows"]
+
+
+def _box(x1, y1, x2, y2):
+    return [float(x1), float(y1), float(x2), float(y2)]
+
+
+def test_final_iou_distribution_is_the_iou_of_each_object_found_at_05():
+    targets = [
+        {"boxes": torch.tensor([_box(0, 0, 10, 10), _box(20, 20, 30, 30), _box(50, 50, 60, 60)]),
+         "labels": torch.tensor([0, 0, 1])},
+        {"boxes": torch.tensor([_box(0, 0, 20, 20)]), "labels": torch.tensor([2])},
+    ]  # fmt: skip
+    preds = [
+        {"boxes": torch.tensor([_box(0, 0, 10, 10),   # object 0, IoU 1 (top bin)
+                                _box(0, 0, 10, 8),    # object 0 again, lower score: a duplicate
+                                _box(20, 20, 30, 36),  # object 1, IoU 100 / 160 = 0.625
+                                _box(50, 50, 60, 60)]),  # object 2's box with the wrong class
+         "scores": torch.tensor([0.9, 0.95, 0.5, 0.8]) * torch.tensor([1.0, 0.5, 1.0, 1.0]),
+         "labels": torch.tensor([0, 0, 0, 2])},
+        {"boxes": torch.tensor([_box(0, 0, 20, 9)]),  # IoU 0.45: below 0.5, the object is missed
+         "scores": torch.tensor([0.7]), "labels": torch.tensor([2])},
+    ]  # fmt: skip
+    got = final_iou_distribution(preds, targets)
+    assert got["objects"] == 4 and got["found"] == 2 and got["iou_threshold"] == 0.5
+    assert got["mean"] == pytest.approx((1.0 + 0.625) / 2)
+    expected = [0] * (len(FINAL_IOU_BINS) - 1)
+    expected[2] += 1  # 0.625 in [0.6, 0.65)
+    expected[-1] += 1  # 1.0 in the last bin, [0.95, 1]
+    assert got["histogram"] == expected
+    assert got["quantiles"]["0.5"] == pytest.approx((1.0 + 0.625) / 2)
+    assert json.loads(json.dumps(got)) == got  # plain numbers for the results file
+    nothing = final_iou_distribution([{k: v[:0] for k, v in p.items()} for p in preds], targets)
+    assert nothing["found"] == 0 and nothing["mean"] is None and sum(nothing["histogram"]) == 0
+    with pytest.raises(ValueError, match="preds and targets must have one entry per image, got 2 and 1"):
+        final_iou_distribution(preds, targets[:1])
+    with pytest.raises(ValueError, match=r"preds\[1\] is missing \['scores'\]"):
+        final_iou_distribution([preds[0], {"boxes": preds[1]["boxes"], "labels": preds[1]["labels"]}], targets)
 
 
 def test_results_of_other_settings_are_not_mixed_in(tmp_path, tiny):

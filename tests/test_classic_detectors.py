@@ -11,7 +11,7 @@ import torch
 
 from coursepkg.data import ShapesDataset
 from coursepkg.engine import capstone
-from coursepkg.engine.capstone import ROW_KEYS, CapstoneData
+from coursepkg.engine.capstone import LATER_ROW_KEYS, ROW_KEYS, CapstoneData
 from coursepkg.engine.classic_detectors import (
     CLASSIC_DETECTORS,
     RCNNDetector,
@@ -203,7 +203,8 @@ def test_capstone_rows_of_the_classic_detectors(monkeypatch):
     assert capstone.capstone_detectors()[-2:] == list(CLASSIC_DETECTORS)
     for name, epochs in (("sliding_windows", 5), ("rcnn", 30)):  # the smoke recipes'
         row = capstone.measure_detector(name, "smoke", data=data)
-        assert set(row) == set(ROW_KEYS) and row["detector"] == name
+        assert set(row) == {*ROW_KEYS, *LATER_ROW_KEYS} and row["detector"] == name
+        assert row["final_iou"]["objects"] > 0
         assert list(row["delta_ap"]) == list(ERROR_TYPES)
         for key in ("map", "map_50", "map_75"):
             assert 0.0 <= row[key] <= 1.0

@@ -122,6 +122,34 @@ def test_losses_and_detect_keep_the_detector_contract():
         assert bool((d["scores"][1:] <= d["scores"][:-1]).all())
 
 
+@pytest.mark.parametrize("box_loss", ["iou", "giou", "rectified"])
+def test_box_loss_setting_reaches_the_subclass_as_in_plain_retinanet(box_loss):
+    """IoU-aware RetinaNet inherits ``box_loss``: the same box term as plain RetinaNet's."""
+    base = {k: v for k, v in vars(_config(box_loss=box_loss)).items() if k in RetinaNetConfig.__dataclass_fields__}
+    assert IoUAwareRetinaNetConfig.from_retinanet(RetinaNetConfig(**base)).box_loss == box_loss
+    images, targets = _batch(2, seed=3)
+    torch.manual_seed(0)
+    plain = RetinaNet(RetinaNetConfig(**base))
+    torch.manual_seed(0)
+    model = IoUAwareRetinaNet(_config(box_loss=box_loss))
+    expected = plain.losses(images, targets)["bbox_regression"]
+    got = model.losses(images, targets)
+    torch.testing.assert_close(got["bbox_regression"], expected, rtol=1e-6, atol=1e-7)
+    torch.manual_seed(0)
+    smooth_l1 = IoUAwareRetinaNet(_config()).losses(images, targets)
+    assert not torch.allclose(got["bbox_regression"], smooth_l1["bbox_regression"])
+    torch.testing.assert_close(got["iou"], smooth_l1["iou"])  # the IoU head's term is unchanged
+    # and the loss function itself, on random inputs
+    p = _random_problem()
+    loss = _loss(p, box_loss=box_loss, reduction="none")
+    ref = retinanet_loss(p["cls_logits"], p["box_regression"], p["labels"], p["classes"], p["target_deltas"],
+                         box_loss=box_loss, anchors=p["anchors"], matched_boxes=p["matched_boxes"],
+                         reduction="none")
+    torch.testing.assert_close(loss.box_regression, ref.box_regression, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="box_loss must be one of"):
+        _loss(p, box_loss="ciou")
+
+
 # ------------------------------------------------------------------------------------ target
 
 

@@ -18,20 +18,26 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.detection._utils import BoxCoder, _box_loss
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from benchmarks.bench_host_sync import SyncCounter, counting
 from coursepkg.data import ShapesDataset
 from coursepkg.models.dense_heads import prior_bias
 from coursepkg.models.retinanet import (
+    BOX_LOSSES,
     RetinaNet,
     RetinaNetConfig,
+    _retinanet_loss,
     retinanet_loss,
     retinanet_targets,
 )
+from coursepkg.ops.box_coding import decode_boxes, encode_boxes
 from coursepkg.ops.boxes import box_iou
+from coursepkg.ops.iou_losses import giou_loss, iou_loss, rectified_iou_loss
 
 TOL = {"rtol": 1e-9, "atol": 1e-9}
 SIZE = (128, 128)
@@ -262,6 +268,185 @@ def test_prior_makes_the_initial_loss_small_on_background():
     assert with_prior == pytest.approx(num_pairs * 0.75 * 0.01**2 * -math.log(0.99), rel=0.2)
 
 
+# ------------------------------------------------------------- the box loss: smooth-L1 or IoU
+
+
+def _box_problem(b: int = 3, n: int = 40, seed: int = 0, weights=(1.0, 1.0, 1.0, 1.0)):
+    """Anchors, matched ground truths near them, labels (last image: no positive), deltas; float64."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * 60
+    anchors = torch.cat([xy, xy + 8 + torch.rand(n, 2, generator=g, dtype=torch.float64) * 30], dim=1)
+    matched = anchors + 4 * torch.randn(b, n, 4, generator=g, dtype=torch.float64)
+    matched[..., 2:] = torch.maximum(matched[..., 2:], matched[..., :2] + 1)
+    labels = torch.randint(-1, 2, (b, n), generator=g)
+    labels[-1] = torch.where(labels[-1] == 1, 0, labels[-1])  # an image without positives
+    classes = torch.where(labels == 1, torch.randint(0, 3, (b, n), generator=g), -1)
+    target_deltas = encode_boxes(matched.reshape(-1, 4), anchors.repeat(b, 1), weights).reshape(b, n, 4)
+    return {
+        "cls_logits": torch.randn(b, n, 3, generator=g, dtype=torch.float64),
+        "box_regression": 0.3 * torch.randn(b, n, 4, generator=g, dtype=torch.float64),
+        "labels": labels,
+        "classes": classes,
+        "target_deltas": target_deltas * (labels == 1)[..., None],
+        "anchors": anchors,
+        "matched_boxes": matched,
+    }
+
+
+def _box_term(p: dict, box_loss: str, **kwargs) -> torch.Tensor:
+    """The per-image box term [B] of retinanet_loss, differentiable in p["box_regression"]."""
+    return retinanet_loss(
+        p["cls_logits"], p["box_regression"], p["labels"], p["classes"], p["target_deltas"],
+        box_loss=box_loss, anchors=p["anchors"], matched_boxes=p["matched_boxes"],
+        reduction="none", **kwargs,
+    ).box_regression
+
+
+@pytest.mark.parametrize(("box_loss", "tv_type", "beta"), [
+    ("giou", "giou", None), ("smooth_l1", "l1", 0.0), ("smooth_l1", "smooth_l1", 0.5),
+])  # fmt: skip
+@pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)])
+def test_box_loss_equals_torchvision_box_loss_in_values_and_gradients(box_loss, tv_type, beta, weights):
+    """torchvision's ``_box_loss`` per image over its positives (decoded with the same BoxCoder
+    weights for GIoU), divided by N_pos: values and gradients with respect to the deltas."""
+    p = _box_problem(weights=weights)
+    deltas = p["box_regression"].requires_grad_()
+    got = _box_term(p, box_loss, beta=beta or 0.0, box_weights=weights)
+    (got_grad,) = torch.autograd.grad(got.sum(), deltas)
+    coder = BoxCoder(weights)
+    expected = []
+    for i in range(len(deltas)):
+        pos = p["labels"][i] == 1
+        loss = _box_loss(tv_type, coder, p["anchors"][pos], p["matched_boxes"][i][pos], deltas[i][pos],
+                         cnf=None if beta is None else {"beta": beta})
+        expected.append(loss / max(1, int(pos.sum())))
+    expected = torch.stack(expected)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), deltas)
+    torch.testing.assert_close(got, expected, **TOL)
+    torch.testing.assert_close(got_grad, expected_grad, **TOL)
+    assert float(got[-1].detach()) == 0.0 and float(got[0].detach()) > 0.1  # no positives: 0; positives: a real loss
+
+
+def test_iou_losses_equal_torchvision_retinanet_with_bbox_reg_type_giou():
+    """The whole model: our RetinaNet with box_loss="giou" against torchvision's "giou" head."""
+    ours, theirs = _pair(_config(box_loss="giou"), spread=0.02)
+    theirs.head.regression_head._loss_type = "giou"
+    images, targets = _batch(seed=23, empty=(1,))
+    ours.train(), theirs.train()
+    got = ours.losses(images, targets)["bbox_regression"]
+    expected = theirs(list(images), [dict(t) for t in targets])["bbox_regression"]
+    torch.testing.assert_close(got, expected, **TOL)
+    (got_grad,) = torch.autograd.grad(got, ours.regression_head.predictor.weight)
+    (tv_grad,) = torch.autograd.grad(expected, theirs.head.regression_head.bbox_reg.weight)
+    torch.testing.assert_close(got_grad, tv_grad, **TOL)
+    assert float(got_grad.abs().max()) > 0
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)])
+def test_iou_and_rectified_box_losses_are_the_ops_applied_to_the_decoded_positives(weights):
+    p = _box_problem(weights=weights)
+    for box_loss, op in (("iou", iou_loss), ("rectified", rectified_iou_loss)):
+        deltas = p["box_regression"].detach().requires_grad_()
+        p["box_regression"] = deltas
+        got = _box_term(p, box_loss, box_weights=weights)
+        (got_grad,) = torch.autograd.grad(got.sum(), deltas)
+        expected = []
+        for i in range(len(deltas)):
+            pos = p["labels"][i] == 1
+            boxes = decode_boxes(deltas[i][pos], p["anchors"][pos], weights)
+            expected.append(op(boxes, p["matched_boxes"][i][pos], reduction="sum") / max(1, int(pos.sum())))
+        expected = torch.stack(expected)
+        (expected_grad,) = torch.autograd.grad(expected.sum(), deltas)
+        torch.testing.assert_close(got, expected, **TOL)
+        torch.testing.assert_close(got_grad, expected_grad, **TOL)
+    # 1 - IoU by torchvision's box_iou too (ours adds eps = 1e-7 to the union: ~1e-9 apart)
+    pos = p["labels"][0] == 1
+    boxes = BoxCoder(weights).decode_single(p["box_regression"][0][pos].detach(), p["anchors"][pos])
+    tv = (1 - box_iou(boxes, p["matched_boxes"][0][pos]).diagonal()).sum() / int(pos.sum())
+    torch.testing.assert_close(_box_term(p, "iou", box_weights=weights)[0].detach(), tv, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("box_loss", ["iou", "giou", "rectified"])
+def test_iou_box_losses_compare_decoded_boxes_not_deltas(box_loss):
+    """Deltas that decode exactly onto the ground truths cost 0; zero deltas cost the anchors' loss.
+
+    A loss that skipped the decoding (deltas read as boxes, or the anchors compared unchanged)
+    fails one of the two.
+    """
+    weights = (10.0, 10.0, 5.0, 5.0)
+    p = _box_problem(weights=weights)
+    p["box_regression"] = p["target_deltas"].clone()  # the encoded ground truths of the positives
+    perfect = _box_term(p, box_loss, box_weights=weights)
+    torch.testing.assert_close(perfect, torch.zeros_like(perfect), rtol=0, atol=1e-6)
+    p["box_regression"] = torch.zeros_like(p["target_deltas"])  # the boxes are the anchors
+    op = {"iou": iou_loss, "giou": giou_loss, "rectified": rectified_iou_loss}[box_loss]
+    pos = p["labels"][0] == 1
+    expected = op(p["anchors"][pos], p["matched_boxes"][0][pos], reduction="mean")
+    got = _box_term(p, box_loss, box_weights=weights)
+    torch.testing.assert_close(got[0], expected, **TOL)
+    assert float(got[0]) > 0.05
+
+
+@pytest.mark.parametrize("box_loss", BOX_LOSSES)
+def test_every_box_loss_is_finite_without_positives_and_trains_the_model(box_loss):
+    torch.manual_seed(0)
+    model = RetinaNet(_config(box_loss=box_loss, anchor_offset=0.5, round_base_anchors=False))
+    images, targets = _batch(n=2, seed=24, empty=(0, 1))
+    losses = model.losses(images.float(), [{k: v.float() if k == "boxes" else v for k, v in t.items()}
+                                           for t in targets])
+    assert float(losses["bbox_regression"].detach()) == 0.0 and torch.isfinite(losses["classification"])
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    images, targets = _batch(n=2, seed=24)
+    model.zero_grad()
+    losses = model.losses(images.float(), [{k: v.float() if k == "boxes" else v for k, v in t.items()}
+                                           for t in targets])
+    losses["bbox_regression"].backward()
+    grad = model.regression_head.predictor.weight.grad
+    assert float(losses["bbox_regression"].detach()) > 0 and torch.isfinite(grad).all() and grad.abs().max() > 0
+
+
+def _loss_syncs(box_loss: str) -> int:
+    p = _box_problem()
+    counter = SyncCounter()
+    with counting(counter):
+        _retinanet_loss(p["cls_logits"], p["box_regression"], p["labels"], p["classes"], p["target_deltas"],
+                        alpha=0.25, gamma=2.0, beta=0.0, reduction="mean", box_loss=box_loss,
+                        anchors=p["anchors"], matched_boxes=p["matched_boxes"], box_weights=(1.0,) * 4)
+    return sum(counter.events.values())
+
+
+@pytest.mark.parametrize("box_loss", ["iou", "giou", "rectified"])
+def test_the_iou_box_losses_add_no_host_synchronisation(box_loss):
+    """The IoU losses decode every anchor instead of selecting the positives (a boolean selection
+    would read the mask on the host): the training step's loss syncs no more than with smooth-L1."""
+    assert _loss_syncs(box_loss) == _loss_syncs("smooth_l1")
+
+
+def test_smooth_l1_stays_the_default_box_loss():
+    assert RetinaNetConfig().box_loss == "smooth_l1" and RetinaNetConfig().box_loss_beta == 0.0
+    p = _box_problem()
+    default = retinanet_loss(p["cls_logits"], p["box_regression"], p["labels"], p["classes"],
+                             p["target_deltas"], reduction="none").box_regression
+    torch.testing.assert_close(default, _box_term(p, "smooth_l1"), rtol=0, atol=0)
+    assert not torch.allclose(default, _box_term(p, "giou"))
+
+
+def test_iou_box_loss_refuses_missing_or_bad_boxes_by_name():
+    p = _box_problem()
+    args = (p["cls_logits"], p["box_regression"], p["labels"], p["classes"], p["target_deltas"])
+    with pytest.raises(ValueError, match="box_loss must be one of 'smooth_l1', 'iou', 'giou', 'rectified', got 'l2'"):
+        retinanet_loss(*args, box_loss="l2")
+    with pytest.raises(ValueError, match="box_loss='giou' compares boxes: pass anchors and matched_boxes"):
+        retinanet_loss(*args, box_loss="giou", anchors=p["anchors"])
+    with pytest.raises(ValueError, match=r"anchors must be \[40, 4\]"):
+        retinanet_loss(*args, box_loss="iou", anchors=p["anchors"][:5], matched_boxes=p["matched_boxes"])
+    flipped = p["matched_boxes"].clone()
+    flipped[p["labels"] == 1] = flipped[p["labels"] == 1][:, [2, 3, 0, 1]]
+    with pytest.raises(ValueError, match="matched_boxes"):
+        retinanet_loss(*args, box_loss="rectified", anchors=p["anchors"], matched_boxes=flipped)
+
+
 # ------------------------------------------------------------------------------ bad inputs
 
 
@@ -319,6 +504,8 @@ def test_loss_refuses_bad_logits_labels_and_shapes():
     ({"num_classes": 0}, "num_classes must be an int >= 1"),
     ({"focal_gamma": -1.0}, "focal_gamma must be a finite number >= 0"),
     ({"box_weights": (1.0, 1.0, 0.0, 1.0)}, r"box_weights\[2\]"),
+    ({"box_loss": "diou"}, "box_loss must be one of 'smooth_l1', 'iou', 'giou', 'rectified', got 'diou'"),
+    ({"box_loss": None}, "box_loss must be one of"),
 ])
 def test_config_refuses_bad_settings_by_name(changes, message):
     with pytest.raises(ValueError, match=message):

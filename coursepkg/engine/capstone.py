@@ -14,12 +14,18 @@ The table has, per detector: COCO-style AP, AP50, AP75 and AP small/medium/large
 (:func:`coursepkg.evaluation.error_breakdown`), the parameter count, the training time and the
 inference speed (images per second through ``detect``, batches of 8, after one warm-up batch, on
 ``TIMING_IMAGES`` images in neither the training nor the held-out set, so that Fast R-CNN's time
-includes its selective search), all measured on this machine in one run.
+includes its selective search), all measured on this machine in one run; and the distribution of
+the final IoUs (:func:`final_iou_distribution`: the IoU of every held-out object found at IoU
+0.5, as a histogram and quantiles). Rows written before that column existed lack it
+(:data:`LATER_ROW_KEYS`). The RetinaNet box-loss variants
+(:data:`coursepkg.engine.train_shapes.RETINANET_BOX_LOSSES`) are detectors like the others here;
+book/12_iou_losses reads their rows.
 
 Interrupted runs resume. After each detector the results file is rewritten (atomically) and a
 detector already in it, for the same profile and settings, is skipped; the detector being
 trained resumes from its last finished epoch in ``--checkpoint-dir/<detector>/`` (see
-:func:`coursepkg.engine.training.fit`). One line per detector reports progress.
+:func:`coursepkg.engine.training.fit`). A run of some detectors (``--detectors``) keeps the rows
+of the others. One line per detector reports progress.
 
 The sliding-window baseline and R-CNN do not train with ``fit`` (R-CNN fine-tunes on warped
 regions, then fits SVMs and box regressors one class at a time):
@@ -46,21 +52,27 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from coursepkg.data import ShapesDataset
 from coursepkg.engine.classic_detectors import CLASSIC_DETECTORS, classic_num_train, train_classic
 from coursepkg.engine.runtime import PROFILES, get_profile
 from coursepkg.engine.train_shapes import DETECTORS, ShapesJob
 from coursepkg.engine.training import evaluate, fit, predict
-from coursepkg.evaluation import error_breakdown
+from coursepkg.evaluation import error_breakdown, match_detections
+from coursepkg.evaluation.inputs import images_from_dicts
 from coursepkg.ops.validation import check_int
 
 __all__ = [
     "CAPSTONE_DATA",
+    "FINAL_IOU_BINS",
+    "FINAL_IOU_QUANTILES",
+    "LATER_ROW_KEYS",
+    "ROW_KEYS",
     "CapstoneData",
     "capstone_data",
     "capstone_detectors",
+    "final_iou_distribution",
     "measure_detector",
     "run_capstone",
     "main",
@@ -74,6 +86,15 @@ ROW_KEYS = (
     "detector", "map", "map_50", "map_75", "map_small", "map_medium", "map_large", "delta_ap",
     "parameters", "train_images", "epochs", "train_seconds", "inference_images_per_second",
 )  # fmt: skip
+
+#: Fields added to the rows later: every row measured now has them, rows stored before may not.
+LATER_ROW_KEYS = ("final_iou",)
+
+#: Edges of the final-IoU histogram: 0.5 to 1 in steps of 0.05 (a true positive's IoU is >= 0.5).
+FINAL_IOU_BINS = tuple(round(0.5 + 0.05 * i, 2) for i in range(11))
+
+#: Quantiles of the found objects' IoUs stored in a row.
+FINAL_IOU_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
 class CapstoneData:
@@ -186,6 +207,60 @@ def _train_classic(name: str, profile: str, data: CapstoneData, seed: int) -> tu
     return run.model, train_set, val_set, run.epochs, time.perf_counter() - start
 
 
+def final_iou_distribution(
+    preds: Sequence[Mapping[str, torch.Tensor]], targets: Sequence[Mapping[str, torch.Tensor]]
+) -> dict[str, object]:
+    """How tightly a detector's boxes fit the objects it finds: their IoUs at the 0.5 matching.
+
+    Per image and class, the detections (all that ``detect`` returned) are matched to the
+    objects as PASCAL VOC does at IoU 0.5 (:func:`coursepkg.evaluation.match_detections`: highest
+    score first, each object claimed by at most one detection). Each object a detection claims is
+    *found*, and its final IoU is that detection's IoU with it; the other objects are missed.
+
+    Args:
+        preds: one dict per image, ``"boxes"`` [D, 4], ``"scores"`` [D], ``"labels"`` [D].
+        targets: one dict per image, ``"boxes"`` [G, 4], ``"labels"`` [G].
+
+    Returns:
+        ``{"iou_threshold": 0.5, "objects": G, "found": M, "mean": ..., "quantiles": {"0.1":
+        ..., "0.5": ..., ...}, "bins": FINAL_IOU_BINS, "histogram": [counts of the M IoUs per
+        bin]}`` (mean and quantiles None when nothing is found), plain Python numbers for JSON.
+
+    Raises:
+        TypeError, ValueError: as the metrics, for lists of different lengths, a missing key, or
+            bad boxes, scores or labels (naming the image, e.g. ``preds[3]['boxes']``).
+
+    Chapter: book/12_iou_losses (section "With a detector").
+    """
+    images_from_dicts(preds, targets)  # the metrics' checks
+    ious, objects = [], 0
+    for pred, target in zip(preds, targets, strict=True):
+        gt_boxes, gt_labels = target["boxes"].to(torch.float64), target["labels"]
+        objects += len(gt_labels)
+        for label in gt_labels.unique().tolist():
+            mine = pred["labels"] == label
+            match = match_detections(
+                pred["boxes"][mine].to(torch.float64), pred["scores"][mine].to(torch.float64),
+                gt_boxes[gt_labels == label], 0.5,
+            )  # fmt: skip
+            ious.append(match.ious[match.tp])  # [T] in descending score order
+    found = torch.cat(ious) if ious else torch.zeros(0, dtype=torch.float64)  # [M]
+    bins = torch.tensor(FINAL_IOU_BINS, dtype=torch.float64)
+    counts = torch.histogram(found, bins).hist  # [10]; the last bin includes IoU 1
+    quantiles = [None] * len(FINAL_IOU_QUANTILES)
+    if len(found):
+        quantiles = torch.quantile(found, torch.tensor(FINAL_IOU_QUANTILES, dtype=torch.float64)).tolist()
+    return {
+        "iou_threshold": 0.5,
+        "objects": objects,
+        "found": len(found),
+        "mean": float(found.mean()) if len(found) else None,
+        "quantiles": dict(zip(map(str, FINAL_IOU_QUANTILES), quantiles, strict=True)),
+        "bins": list(FINAL_IOU_BINS),
+        "histogram": [int(c) for c in counts.tolist()],
+    }
+
+
 def measure_detector(
     name: str,
     profile: str,
@@ -206,7 +281,8 @@ def measure_detector(
         data: the shared split; default :func:`capstone_data` of the profile.
 
     Returns:
-        The detector's row: the keys of :data:`ROW_KEYS`, ``delta_ap`` a dict of TIDE's six types.
+        The detector's row: the keys of :data:`ROW_KEYS` and :data:`LATER_ROW_KEYS`, ``delta_ap``
+        a dict of TIDE's six types, ``final_iou`` :func:`final_iou_distribution`'s summary.
 
     Raises:
         ValueError: for an unknown detector or profile.
@@ -230,7 +306,8 @@ def measure_detector(
     images = [image for image, _ in val_items]
     metrics = evaluate(model, val_set)
     preds = predict(model, images)
-    breakdown = error_breakdown(preds, [target for _, target in val_items])
+    targets = [target for _, target in val_items]
+    breakdown = error_breakdown(preds, targets)
     return {
         "detector": name,
         **{key: float(metrics[key]) for key in ROW_KEYS[1:7]},
@@ -240,6 +317,7 @@ def measure_detector(
         "epochs": epochs,
         "train_seconds": train_seconds,
         "inference_images_per_second": _inference_speed(model, images, _timing_images(val_set, data)),
+        "final_iou": final_iou_distribution(preds, targets),
     }
 
 
@@ -267,7 +345,8 @@ def run_capstone(
     """Measure every detector (or ``detectors``) and write the results to ``out`` after each.
 
     A results file for the same profile, split and seed is resumed: its detectors are kept and not
-    trained again. A file for other settings is not mixed in: it raises.
+    trained again, named in ``detectors`` or not. A file for other settings is not mixed in: it
+    raises. Rows are in :func:`capstone_detectors`' order.
 
     Returns:
         ``{"profile", "data", "seed", "machine", "torch", "device", "rows": [...]}``, as written.
@@ -296,8 +375,9 @@ def run_capstone(
                 f"{out} holds results for other settings ({ {k: stored.get(k) for k in header} }), "
                 f"not {header}: delete it or pass another --out"
             )
-        results["rows"] = [row for row in stored.get("rows", []) if row["detector"] in names]
+        results["rows"] = list(stored.get("rows", []))
     done = {row["detector"] for row in results["rows"]}
+    position = {name: i for i, name in enumerate(capstone_detectors())}  # unknown names go last
     for i, name in enumerate(names, start=1):
         if name in done:
             log(f"[{i}/{len(names)}] {name}: already in {out}, skipped")
@@ -308,7 +388,7 @@ def run_capstone(
             checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / name,
         )  # fmt: skip
         results["rows"].append(row)
-        results["rows"].sort(key=lambda r: names.index(r["detector"]))
+        results["rows"].sort(key=lambda r: position.get(r["detector"], len(position)))
         _write_atomically(out, results)
         log(
             f"[{i}/{len(names)}] {name}: mAP@0.5 {row['map_50']:.3f}, AP {row['map']:.3f}, "

@@ -25,8 +25,9 @@ import argparse
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -56,6 +57,7 @@ from coursepkg.models.detector import Detector
 
 __all__ = [
     "DETECTORS",
+    "RETINANET_BOX_LOSSES",
     "ShapesJob",
     "fast_rcnn_job",
     "faster_rcnn_job",
@@ -150,12 +152,17 @@ def yolo_v1_job(profile: str) -> ShapesJob:
     return _one_stage_job(YOLOv1(recipe.config), recipe)
 
 
-def retinanet_job(profile: str) -> ShapesJob:
-    """RetinaNet as book/10_retinanet trains it (:func:`retinanet_recipe`)."""
+def retinanet_job(profile: str, box_loss: str | None = None) -> ShapesJob:
+    """RetinaNet as book/10_retinanet trains it (:func:`retinanet_recipe`).
+
+    ``box_loss`` replaces the recipe's box loss (``RetinaNetConfig.box_loss``) and nothing else:
+    book/12_iou_losses compares RetinaNets that differ only in it. None: the recipe's (smooth-L1).
+    """
     from coursepkg.models.retinanet import RetinaNet
 
     recipe = retinanet_recipe(profile)
-    return _one_stage_job(RetinaNet(recipe.config), recipe)
+    config = recipe.config if box_loss is None else replace(recipe.config, box_loss=box_loss)
+    return _one_stage_job(RetinaNet(config), recipe)
 
 
 def iou_aware_retinanet_job(profile: str) -> ShapesJob:
@@ -174,7 +181,16 @@ def fcos_job(profile: str) -> ShapesJob:
     return _one_stage_job(FCOS(recipe.config), recipe)
 
 
-#: Detector name -> the function that builds its job for a profile. One entry per detector.
+#: RetinaNet trained with an IoU box loss instead of smooth-L1, everything else its recipe's:
+#: detector name -> ``RetinaNetConfig.box_loss`` (book/12_iou_losses, section "With a detector").
+RETINANET_BOX_LOSSES: dict[str, str] = {
+    "retinanet_iou": "iou",
+    "retinanet_giou": "giou",
+    "retinanet_rectified": "rectified",
+}
+
+#: Detector name -> the function that builds its job for a profile. One entry per detector, and
+#: one per RetinaNet box-loss variant (:data:`RETINANET_BOX_LOSSES`).
 DETECTORS: dict[str, Callable[[str], ShapesJob]] = {
     "fast_rcnn": fast_rcnn_job,
     "faster_rcnn": faster_rcnn_job,
@@ -182,6 +198,7 @@ DETECTORS: dict[str, Callable[[str], ShapesJob]] = {
     "retinanet": retinanet_job,
     "iou_aware_retinanet": iou_aware_retinanet_job,
     "fcos": fcos_job,
+    **{name: partial(retinanet_job, box_loss=loss) for name, loss in RETINANET_BOX_LOSSES.items()},
 }
 
 

@@ -47,8 +47,8 @@ from coursepkg.models.detector import check_images, check_targets
 from coursepkg.models.retinanet import (
     RetinaNet,
     RetinaNetConfig,
+    _check_box_loss,
     _retinanet_loss,
-    _retinanet_targets,
 )
 from coursepkg.ops.box_coding import DEFAULT_BBOX_XFORM_CLIP, _check_weights, _decode_boxes
 from coursepkg.ops.boxes import matched_box_iou
@@ -245,6 +245,7 @@ def iou_aware_retinanet_loss(
     alpha: float = 0.25,
     gamma: float = 2.0,
     beta: float = 0.0,
+    box_loss: str = "smooth_l1",
     box_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
     iou_target_grad: bool = True,
     reduction: str = "mean",
@@ -268,6 +269,8 @@ def iou_aware_retinanet_loss(
         anchors: [N, 4] float xyxy anchors.
         matched_boxes: [B, N, 4] float xyxy ground truth of each anchor (read where positive).
         alpha, gamma: focal-loss parameters. beta: smooth-L1 ``beta`` (0: L1).
+        box_loss: the box term, one of :data:`coursepkg.models.retinanet.BOX_LOSSES` (an IoU
+            loss compares the decoded boxes with ``matched_boxes``, as in ``retinanet_loss``).
         box_weights: weights of the box encoding.
         iou_target_grad: let the IoU loss's gradient flow through its target.
         reduction: ``"none"`` (per image, ``[B]``), ``"mean"`` (over the batch) or ``"sum"``.
@@ -277,7 +280,7 @@ def iou_aware_retinanet_loss(
 
     Raises:
         TypeError, ValueError: on mismatched shapes or dtypes, NaN or inf inputs, labels outside
-            {-1, 0, 1}, or an unknown ``reduction``.
+            {-1, 0, 1}, or an unknown ``box_loss`` or ``reduction``.
 
     Chapter: book/11_iou_aware_retinanet (section "The loss").
     """
@@ -298,6 +301,7 @@ def iou_aware_retinanet_loss(
     alpha = check_number(alpha, "alpha", high=1.0)
     gamma = check_number(gamma, "gamma", low=0.0)
     beta = check_number(beta, "beta", low=0.0)
+    box_loss = _check_box_loss(box_loss)
     if not isinstance(iou_target_grad, bool):
         raise TypeError(f"iou_target_grad must be a bool, got {iou_target_grad!r}")
     check_reduction(reduction)
@@ -307,8 +311,9 @@ def iou_aware_retinanet_loss(
         raise ValueError(f"classes of positive anchors must be in 0..{num_classes - 1}")
     return _iou_aware_retinanet_loss(
         cls_logits, box_regression, iou_logits, labels, classes, target_deltas, anchors,
-        matched_boxes, alpha, gamma, beta, _check_weights(box_weights, "box_weights"),
-        iou_target_grad, reduction,
+        matched_boxes, alpha=alpha, gamma=gamma, beta=beta, box_loss=box_loss,
+        box_weights=_check_weights(box_weights, "box_weights"), iou_target_grad=iou_target_grad,
+        reduction=reduction,
     )
 
 
@@ -321,16 +326,20 @@ def _iou_aware_retinanet_loss(
     target_deltas: Tensor,
     anchors: Tensor,
     matched_boxes: Tensor,
+    *,
     alpha: float,
     gamma: float,
     beta: float,
+    box_loss: str,
     box_weights: tuple[float, float, float, float],
     iou_target_grad: bool,
     reduction: str,
 ) -> IoUAwareRetinaNetLoss:
     """:func:`iou_aware_retinanet_loss` without the checks; no host synchronisation."""
     base = _retinanet_loss(
-        cls_logits, box_regression, labels, classes, target_deltas, alpha, gamma, beta, "none"
+        cls_logits, box_regression, labels, classes, target_deltas, alpha=alpha, gamma=gamma,
+        beta=beta, reduction="none", box_loss=box_loss, anchors=anchors,
+        matched_boxes=matched_boxes, box_weights=box_weights,
     )
     positive = labels == POSITIVE  # [B, N]
     # Rows without a ground truth compare with their own anchor instead: a box of positive area,
@@ -438,23 +447,12 @@ class IoUAwareRetinaNet(RetinaNet):
         out = self(images)
         dtype = torch.promote_types(out.cls_logits.dtype, torch.float32)
         anchors = out.anchors.to(dtype)
-        assigned, matched = [], []
-        for t in targets:
-            boxes = t["boxes"].to(dtype)
-            a = _retinanet_targets(
-                anchors, boxes, t["labels"], c.fg_iou_thresh, c.bg_iou_thresh,
-                c.allow_low_quality_matches, c.box_weights,
-            )
-            assigned.append(a)
-            # Each anchor's ground truth box ([N, 4]); anchors without one keep their own box.
-            matched.append(boxes[a.matched_gt.clamp(min=0)] if len(boxes) else anchors)
+        t = self._batch_targets(anchors, targets)
         loss = _iou_aware_retinanet_loss(
             out.cls_logits.to(dtype), out.box_regression.to(dtype), out.iou_logits.to(dtype),
-            torch.stack([a.labels for a in assigned]),  # [B, N]
-            torch.stack([a.classes for a in assigned]),  # [B, N]
-            torch.stack([a.target_deltas for a in assigned]),  # [B, N, 4]
-            anchors, torch.stack(matched),  # [N, 4], [B, N, 4]
-            c.focal_alpha, c.focal_gamma, c.box_loss_beta, c.box_weights, c.iou_target_grad, "mean",
+            t.labels, t.classes, t.target_deltas, anchors, t.matched_boxes,
+            alpha=c.focal_alpha, gamma=c.focal_gamma, beta=c.box_loss_beta, box_loss=c.box_loss,
+            box_weights=c.box_weights, iou_target_grad=c.iou_target_grad, reduction="mean",
         )
         return {
             "classification": loss.classification,

@@ -14,7 +14,9 @@ RetinaNet is one network with no proposal stage (Focal Loss for Dense Object Det
    ``Matcher(0.5, 0.4, allow_low_quality_matches=True)``);
 5. **loss** (:func:`retinanet_loss`): the focal loss summed over every non-ignored (anchor, class)
    pair, plus the box loss summed over the positives, both divided by the number of positives
-   (§4.1), per image, then averaged over the batch (torchvision);
+   (§4.1), per image, then averaged over the batch (torchvision). The box loss is smooth-L1 on
+   the deltas (the paper), or an IoU loss on the decoded boxes (``config.box_loss``, one of
+   :data:`BOX_LOSSES`: book/12_iou_losses compares them);
 6. **inference** (:func:`coursepkg.models.dense_decoding.decode_dense_detections`): per level the
    1000 best (anchor, class) pairs above 0.05, decoded, class-wise NMS at 0.5, 100 kept.
 
@@ -47,9 +49,15 @@ from coursepkg.models.dense_decoding import decode_dense_detections
 from coursepkg.models.dense_heads import ClassificationHead, RegressionHead
 from coursepkg.models.detector import Detector, check_images, check_targets
 from coursepkg.models.fpn import FPN
-from coursepkg.ops.box_coding import _check_weights, _encode_boxes
+from coursepkg.ops.box_coding import (
+    DEFAULT_BBOX_XFORM_CLIP,
+    _check_weights,
+    _decode_boxes,
+    _encode_boxes,
+)
 from coursepkg.ops.boxes import _box_iou
 from coursepkg.ops.focal import _sigmoid_focal_loss
+from coursepkg.ops.iou_losses import DEFAULT_EPS, _giou_loss, _iou_loss, _rectified_iou_loss
 from coursepkg.ops.validation import (
     check_boxes,
     check_finite,
@@ -62,6 +70,7 @@ from coursepkg.ops.validation import (
 )
 
 __all__ = [
+    "BOX_LOSSES",
     "RetinaNet",
     "RetinaNetConfig",
     "RetinaNetLoss",
@@ -70,6 +79,22 @@ __all__ = [
     "retinanet_loss",
     "retinanet_targets",
 ]
+
+#: The box losses of :class:`RetinaNetConfig`'s ``box_loss``: smooth-L1 on the deltas, or an IoU
+#: loss on the decoded boxes (:mod:`coursepkg.ops.iou_losses`; "rectified" is the course's
+#: stand-in for Wang & Zhang's loss, :func:`coursepkg.ops.iou_losses.rectified_iou_loss`).
+BOX_LOSSES = ("smooth_l1", "iou", "giou", "rectified")
+
+# The IoU losses on the decoded boxes of the positives, per box ([M, 4], [M, 4] -> [M]), with
+# torchvision's eps; the checked versions are coursepkg.ops.iou_losses' iou_loss, giou_loss and
+# rectified_iou_loss (β = 0.95, k = 2 / β).
+_IOU_BOX_LOSSES = {"iou": _iou_loss, "giou": _giou_loss, "rectified": _rectified_iou_loss}
+
+
+def _check_box_loss(box_loss: object) -> str:
+    if not isinstance(box_loss, str) or box_loss not in BOX_LOSSES:
+        raise ValueError(f"box_loss must be one of {', '.join(map(repr, BOX_LOSSES))}, got {box_loss!r}")
+    return box_loss
 
 
 @dataclass(frozen=True)
@@ -112,8 +137,11 @@ class RetinaNetConfig:
     # --- loss -----------------------------------------------------------------------------------
     focal_alpha: float = 0.25  # paper (with gamma = 2)
     focal_gamma: float = 2.0  # paper
+    # paper: smooth-L1 on the deltas; "iou" (1 - IoU), "giou" or "rectified" (the course's
+    # stand-in for Wang & Zhang 2020) on the decoded boxes instead (book/12_iou_losses)
+    box_loss: str = "smooth_l1"
     # torchvision's box loss is L1 ("l1", the default of its RetinaNet); smooth-L1 with beta 0 is
-    # exactly L1. The paper's smooth-L1 is Detectron's beta = 0.11.
+    # exactly L1. The paper's smooth-L1 is Detectron's beta = 0.11. Unused by the IoU losses.
     box_loss_beta: float = 0.0
     prior: float = 0.01  # paper: initial foreground probability π of every anchor
     box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)  # torchvision
@@ -166,6 +194,7 @@ class RetinaNetConfig:
             )
         check_number(self.focal_alpha, "focal_alpha", high=1.0)
         check_number(self.focal_gamma, "focal_gamma", low=0.0)
+        _check_box_loss(self.box_loss)
         check_number(self.box_loss_beta, "box_loss_beta", low=0.0)
         check_number(self.prior, "prior", low=0.0, high=1.0, low_open=True, high_open=True)
         _check_weights(self.box_weights, "box_weights")
@@ -293,6 +322,10 @@ def retinanet_loss(
     alpha: float = 0.25,
     gamma: float = 2.0,
     beta: float = 0.0,
+    box_loss: str = "smooth_l1",
+    anchors: Tensor | None = None,
+    matched_boxes: Tensor | None = None,
+    box_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
     reduction: str = "mean",
 ) -> RetinaNetLoss:
     """RetinaNet's two loss terms, normalised by the number of positive anchors (§4.1).
@@ -302,9 +335,16 @@ def retinanet_loss(
     * classification: ``sum`` of :func:`coursepkg.ops.focal.sigmoid_focal_loss` over every
       (anchor, class) pair of the positive and negative anchors (ignored anchors excluded), with
       one-hot targets, divided by ``max(N_pos, 1)``;
-    * box regression: smooth-L1 (``beta``; ``beta = 0`` is L1, torchvision's default) of the
-      deltas against ``target_deltas``, summed over the four values of every positive anchor,
-      divided by ``max(N_pos, 1)``.
+    * box regression, ``box_loss="smooth_l1"`` (the paper): smooth-L1 (``beta``; ``beta = 0`` is
+      L1, torchvision's default) of the deltas against ``target_deltas``, summed over the four
+      values of every positive anchor, divided by ``max(N_pos, 1)``;
+    * box regression, ``box_loss`` ``"iou"``, ``"giou"`` or ``"rectified"``: each positive's
+      deltas decoded against its anchor (:func:`coursepkg.ops.box_coding.decode_boxes` with
+      ``box_weights``, the boxes ``detect`` would return before clipping), and
+      :func:`coursepkg.ops.iou_losses.iou_loss` (1 - IoU), ``giou_loss`` or
+      ``rectified_iou_loss`` of that box against ``matched_boxes``, summed over the positives,
+      divided by ``max(N_pos, 1)``. This is torchvision's RetinaNet with
+      ``bbox_reg_type="giou"`` for ``"giou"``; ``target_deltas`` and ``beta`` are not used.
 
     The paper divides by the number of anchors assigned to a ground truth, N_pos: the easy
     negatives contribute almost nothing to the focal loss, so the positives set its scale.
@@ -324,6 +364,11 @@ def retinanet_loss(
         alpha: focal-loss alpha (a negative value turns the weighting off).
         gamma: focal-loss gamma (0: cross-entropy).
         beta: smooth-L1 ``beta`` of the box loss (0: L1).
+        box_loss: one of :data:`BOX_LOSSES`.
+        anchors: [N, 4] float xyxy anchors; required by the IoU losses.
+        matched_boxes: [B, N, 4] float xyxy ground truth of each anchor (read only where
+            ``labels == 1``); required by the IoU losses.
+        box_weights: ``(w_x, w_y, w_w, w_h)`` of the box coding the deltas use (RetinaNet: 1).
         reduction: ``"none"``, ``"mean"`` or ``"sum"``.
 
     Returns:
@@ -331,8 +376,9 @@ def retinanet_loss(
 
     Raises:
         TypeError, ValueError: on mismatched shapes or dtypes, NaN or inf logits or deltas,
-            labels outside {-1, 0, 1}, a positive's class outside 0..K-1, or an unknown
-            ``reduction``.
+            labels outside {-1, 0, 1}, a positive's class outside 0..K-1, an unknown
+            ``box_loss`` or ``reduction``, or an IoU loss without valid ``anchors`` and
+            ``matched_boxes``.
 
     Chapter: book/10_retinanet (section "The loss, normalised by the positives").
     """
@@ -347,15 +393,35 @@ def retinanet_loss(
     alpha = check_number(alpha, "alpha", high=1.0)
     gamma = check_number(gamma, "gamma", low=0.0)
     beta = check_number(beta, "beta", low=0.0)
+    box_loss = _check_box_loss(box_loss)
+    box_weights = _check_weights(box_weights, "box_weights")
     check_reduction(reduction)
     if not bool(((labels == 1) | (labels == 0) | (labels == -1)).all()):
         raise ValueError("labels must only contain 1 (positive), 0 (negative) and -1 (ignored)")
     positive = labels == 1
     if bool(((classes < 0) | (classes >= num_classes))[positive].any()):
         raise ValueError(f"classes of positive anchors must be in 0..{num_classes - 1}")
+    if box_loss != "smooth_l1":
+        _check_iou_loss_inputs(anchors, matched_boxes, positive, box_loss)
     return _retinanet_loss(
-        cls_logits, box_regression, labels, classes, target_deltas, alpha, gamma, beta, reduction
+        cls_logits, box_regression, labels, classes, target_deltas, alpha=alpha, gamma=gamma,
+        beta=beta, box_loss=box_loss, anchors=anchors, matched_boxes=matched_boxes,
+        box_weights=box_weights, reduction=reduction,
     )
+
+
+def _check_iou_loss_inputs(
+    anchors: Tensor | None, matched_boxes: Tensor | None, positive: Tensor, box_loss: str
+) -> None:
+    """An IoU loss needs the anchors [N, 4] and every positive's ground truth [B, N, 4]."""
+    batch, num = positive.shape
+    if anchors is None or matched_boxes is None:
+        raise ValueError(f"box_loss={box_loss!r} compares boxes: pass anchors and matched_boxes")
+    check_boxes(anchors, "anchors")
+    if anchors.shape[0] != num:
+        raise ValueError(f"anchors must be [{num}, 4], got {list(anchors.shape)}")
+    check_tensor(matched_boxes, "matched_boxes", shape=(batch, num, 4), dtype="float")
+    check_boxes(matched_boxes[positive], "matched_boxes")
 
 
 def _retinanet_loss(
@@ -364,10 +430,15 @@ def _retinanet_loss(
     labels: Tensor,
     classes: Tensor,
     target_deltas: Tensor,
+    *,
     alpha: float,
     gamma: float,
     beta: float,
     reduction: str,
+    box_loss: str = "smooth_l1",
+    anchors: Tensor | None = None,
+    matched_boxes: Tensor | None = None,
+    box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
 ) -> RetinaNetLoss:
     """:func:`retinanet_loss` without the checks; no host synchronisation."""
     positive = labels == POSITIVE  # [B, N]
@@ -377,8 +448,12 @@ def _retinanet_loss(
     one_hot = one_hot * positive[..., None]
     focal = _sigmoid_focal_loss(cls_logits, one_hot, alpha, gamma, "none")  # [B, N, K]
     cls_sum = (focal * valid[..., None]).sum(dim=(1, 2))  # [B]
-    box = F.smooth_l1_loss(box_regression, target_deltas.to(box_regression.dtype), beta=beta, reduction="none")
-    box_sum = (box.sum(dim=2) * positive).sum(dim=1)  # [B]
+    if box_loss == "smooth_l1":
+        box = F.smooth_l1_loss(box_regression, target_deltas.to(box_regression.dtype), beta=beta, reduction="none")
+        box = box.sum(dim=2)  # [B, N]
+    else:
+        box = _iou_box_loss(box_loss, box_regression, anchors, matched_boxes, positive, box_weights)
+    box_sum = (box * positive).sum(dim=1)  # [B]
     # §4.1: normalise by the number of anchors assigned to a ground truth, per image.
     num_pos = positive.sum(dim=1).clamp(min=1).to(cls_logits.dtype)  # [B]
     per_image = RetinaNetLoss(cls_sum / num_pos, box_sum / num_pos)
@@ -387,6 +462,30 @@ def _retinanet_loss(
     if reduction == "sum":
         return RetinaNetLoss(per_image.classification.sum(), per_image.box_regression.sum())
     return RetinaNetLoss(per_image.classification.mean(), per_image.box_regression.mean())
+
+
+def _iou_box_loss(
+    box_loss: str,
+    box_regression: Tensor,
+    anchors: Tensor,
+    matched_boxes: Tensor,
+    positive: Tensor,
+    box_weights: tuple[float, float, float, float],
+) -> Tensor:
+    """An IoU loss of every anchor's decoded box against its ground truth, ``[B, N]``.
+
+    Every anchor is decoded (no boolean indexing, so no host synchronisation); the caller keeps
+    the positives. An anchor without a ground truth is compared with itself instead: a box of
+    positive area, so its loss and gradient are finite before the mask drops them.
+    """
+    refs = anchors.to(box_regression.dtype).expand_as(box_regression)  # [B, N, 4]
+    gt = torch.where(positive[..., None], matched_boxes.to(box_regression.dtype), refs)  # [B, N, 4]
+    # The boxes the detector outputs: the same coding, weights and clip as inference.
+    boxes = _decode_boxes(
+        box_regression.reshape(-1, 4), refs.reshape(-1, 4), box_weights, DEFAULT_BBOX_XFORM_CLIP
+    )  # [B * N, 4]
+    loss = _IOU_BOX_LOSSES[box_loss](boxes, gt.reshape(-1, 4), DEFAULT_EPS)  # [B * N]
+    return loss.reshape(positive.shape)
 
 
 # ------------------------------------------------------------------------------------ model
@@ -403,6 +502,15 @@ class RetinaNetOutput(NamedTuple):
     """[N, 4] the anchors, shared by every image of the batch."""
     num_per_level: list[int]
     """``H_l * W_l * A`` of every level, to split the rows back into levels."""
+
+
+class _BatchTargets(NamedTuple):
+    """The targets of a batch, for the loss (B images, N anchors)."""
+
+    labels: Tensor  # [B, N] 1 positive, 0 negative, -1 ignored
+    classes: Tensor  # [B, N] class of each positive, -1 elsewhere
+    target_deltas: Tensor  # [B, N, 4] smooth-L1 targets of the positives
+    matched_boxes: Tensor  # [B, N, 4] each anchor's ground truth (itself without one): IoU losses
 
 
 class RetinaNet(Detector):
@@ -492,24 +600,38 @@ class RetinaNet(Detector):
         out = self(images)
         # Box and loss arithmetic in float32 at least, also under mixed precision (float16 heads).
         dtype = torch.promote_types(out.cls_logits.dtype, torch.float32)
-        cls_logits, box_regression = out.cls_logits.to(dtype), out.box_regression.to(dtype)
         anchors = out.anchors.to(dtype)
-        assigned = [
-            _retinanet_targets(
-                anchors, t["boxes"].to(dtype), t["labels"], c.fg_iou_thresh, c.bg_iou_thresh,
+        t = self._batch_targets(anchors, targets)
+        loss = _retinanet_loss(
+            out.cls_logits.to(dtype), out.box_regression.to(dtype), t.labels, t.classes,
+            t.target_deltas, alpha=c.focal_alpha, gamma=c.focal_gamma, beta=c.box_loss_beta,
+            reduction="mean", box_loss=c.box_loss, anchors=anchors, matched_boxes=t.matched_boxes,
+            box_weights=c.box_weights,
+        )
+        return {"classification": loss.classification, "bbox_regression": loss.box_regression}
+
+    def _batch_targets(self, anchors: Tensor, targets: Sequence[Mapping[str, Tensor]]) -> _BatchTargets:
+        """:func:`retinanet_targets` of every image, stacked, with each anchor's ground truth box.
+
+        ``anchors`` ([N, 4]) set the dtype; ``targets`` were checked by the caller.
+        """
+        c = self.config
+        assigned, matched = [], []
+        for t in targets:
+            boxes = t["boxes"].to(anchors.dtype)
+            a = _retinanet_targets(
+                anchors, boxes, t["labels"], c.fg_iou_thresh, c.bg_iou_thresh,
                 c.allow_low_quality_matches, c.box_weights,
             )
-            for t in targets
-        ]
-        loss = _retinanet_loss(
-            cls_logits,
-            box_regression,
+            assigned.append(a)
+            # Each anchor's ground truth box ([N, 4]); anchors without one keep their own box.
+            matched.append(boxes[a.matched_gt.clamp(min=0)] if len(boxes) else anchors)
+        return _BatchTargets(
             torch.stack([a.labels for a in assigned]),  # [B, N]
             torch.stack([a.classes for a in assigned]),  # [B, N]
             torch.stack([a.target_deltas for a in assigned]),  # [B, N, 4]
-            c.focal_alpha, c.focal_gamma, c.box_loss_beta, "mean",
+            torch.stack(matched),  # [B, N, 4]
         )
-        return {"classification": loss.classification, "bbox_regression": loss.box_regression}
 
     def detect(self, images: Tensor) -> list[dict[str, Tensor]]:
         """Detections per image: boxes ``[D, 4]``, scores ``[D]`` (decreasing), labels in 0..K-1.

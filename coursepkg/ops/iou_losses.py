@@ -137,6 +137,23 @@ def _matched_ciou(boxes1: Tensor, boxes2: Tensor, eps: float) -> Tensor:
     return diou - alpha * v
 
 
+def _iou_loss(boxes1: Tensor, boxes2: Tensor, eps: float) -> Tensor:
+    """``1 - IoU`` per matched pair, ``[N]``, without the checks (for a detector's loss)."""
+    return 1 - _overlap(boxes1, boxes2, eps).iou
+
+
+def _giou_loss(boxes1: Tensor, boxes2: Tensor, eps: float) -> Tensor:
+    """``1 - GIoU`` per matched pair, ``[N]``, without the checks (for a detector's loss)."""
+    return 1 - _matched_giou(boxes1, boxes2, eps)
+
+
+def _rectified_iou_loss(
+    boxes1: Tensor, boxes2: Tensor, eps: float, beta: float = RIOU_BETA, k: float | None = None
+) -> Tensor:
+    """The rectified stand-in per matched pair, ``[N]``, without the checks (``k`` None: 2 / β)."""
+    return _rectified(_overlap(boxes1, boxes2, eps).iou, beta, 2.0 / beta if k is None else k)
+
+
 def _pairwise(fn, boxes1: Tensor, boxes2: Tensor, eps: float) -> Tensor:
     """Apply a matched function to every pair: ``[N, 4]``, ``[M, 4]`` -> ``[N, M]``."""
     n, m = boxes1.shape[0], boxes2.shape[0]
@@ -324,7 +341,7 @@ def iou_loss(
     """
     eps = _check_matched(boxes1, boxes2, eps)
     check_reduction(reduction)
-    return _reduce(1 - _overlap(boxes1, boxes2, eps).iou, reduction)
+    return _reduce(_iou_loss(boxes1, boxes2, eps), reduction)
 
 
 def log_iou_loss(
@@ -383,7 +400,7 @@ def giou_loss(
     """
     eps = _check_matched(boxes1, boxes2, eps)
     check_reduction(reduction)
-    return _reduce(1 - _matched_giou(boxes1, boxes2, eps), reduction)
+    return _reduce(_giou_loss(boxes1, boxes2, eps), reduction)
 
 
 def diou_loss(
@@ -569,4 +586,4 @@ def rectified_iou_loss(
     eps = _check_matched(boxes1, boxes2, eps)
     beta, k = _check_rectified(beta, k)
     check_reduction(reduction)
-    return _reduce(_rectified(_overlap(boxes1, boxes2, eps).iou, beta, k), reduction)
+    return _reduce(_rectified_iou_loss(boxes1, boxes2, eps, beta, k), reduction)
