@@ -180,3 +180,20 @@ def test_command_line_writes_the_named_file(tmp_path, tiny):
                              "--checkpoint-dir", str(tmp_path / "ckpt")])  # fmt: skip
     assert out.is_file() and [row["detector"] for row in results["rows"]] == ["a"]
     assert (tmp_path / "ckpt" / "a" / "last.pt").is_file()  # resumable mid-detector too
+
+
+def test_command_line_shows_fit_progress_unless_told_not_to(tmp_path, tiny, monkeypatch):
+    seen = []
+    real_fit = capstone.fit
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["progress"])
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(capstone, "fit", spy)
+    common = ["--profile", "smoke", "--detectors", "a", "--checkpoint-dir", str(tmp_path / "ckpt")]
+    capstone.main([*common, "--out", str(tmp_path / "one.json")])
+    capstone.main([*common, "--out", str(tmp_path / "two.json"), "--no-progress"])
+    assert seen == [True, False]
+    run_capstone("smoke", tmp_path / "three.json", detectors=["a"], log=lambda line: None)
+    assert seen == [True, False, False]  # the library default stays quiet (tests, notebooks)

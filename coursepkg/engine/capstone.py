@@ -25,7 +25,8 @@ Interrupted runs resume. After each detector the results file is rewritten (atom
 detector already in it, for the same profile and settings, is skipped; the detector being
 trained resumes from its last finished epoch in ``--checkpoint-dir/<detector>/`` (see
 :func:`coursepkg.engine.training.fit`). A run of some detectors (``--detectors``) keeps the rows
-of the others. One line per detector reports progress.
+of the others. One line per detector reports progress, and a progress bar with the live loss
+follows each epoch of the detectors that train with ``fit`` (``--no-progress`` turns it off).
 
 The sliding-window baseline and R-CNN do not train with ``fit`` (R-CNN fine-tunes on warped
 regions, then fits SVMs and box regressors one class at a time):
@@ -268,6 +269,7 @@ def measure_detector(
     checkpoint_dir: Path | None = None,
     seed: int = 0,
     data: CapstoneData | None = None,
+    progress: bool = False,
 ) -> dict[str, object]:
     """Train one detector with its chapter's recipe on the shared split and measure it.
 
@@ -279,6 +281,7 @@ def measure_detector(
         checkpoint_dir: where ``fit`` keeps this detector's checkpoints (resume); None: none.
         seed: initial weights and data order.
         data: the shared split; default :func:`capstone_data` of the profile.
+        progress: show ``fit``'s progress bar (one per epoch, with the live loss).
 
     Returns:
         The detector's row: the keys of :data:`ROW_KEYS` and :data:`LATER_ROW_KEYS`, ``delta_ap``
@@ -299,7 +302,7 @@ def measure_detector(
         start = time.perf_counter()
         fit(
             model, train_set, epochs=job.epochs, batch_size=job.batch_size, lr=job.lr,
-            weight_decay=job.weight_decay, checkpoint_dir=checkpoint_dir, seed=seed, progress=False,
+            weight_decay=job.weight_decay, checkpoint_dir=checkpoint_dir, seed=seed, progress=progress,
         )  # fmt: skip
         train_seconds = time.perf_counter() - start
     val_items = [val_set[i] for i in range(len(val_set))]
@@ -341,12 +344,14 @@ def run_capstone(
     checkpoint_dir: Path | None = None,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> dict[str, object]:
     """Measure every detector (or ``detectors``) and write the results to ``out`` after each.
 
     A results file for the same profile, split and seed is resumed: its detectors are kept and not
     trained again, named in ``detectors`` or not. A file for other settings is not mixed in: it
-    raises. Rows are in :func:`capstone_detectors`' order.
+    raises. Rows are in :func:`capstone_detectors`' order. ``log`` gets one line before and one
+    after each detector; ``progress`` adds ``fit``'s progress bar while a detector trains.
 
     Returns:
         ``{"profile", "data", "seed", "machine", "torch", "device", "rows": [...]}``, as written.
@@ -384,7 +389,7 @@ def run_capstone(
             continue
         log(f"[{i}/{len(names)}] {name}: training ({profile} recipe) ...")
         row = measure_detector(
-            name, profile, seed=seed, data=data,
+            name, profile, seed=seed, data=data, progress=progress,
             checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / name,
         )  # fmt: skip
         results["rows"].append(row)
@@ -410,6 +415,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--detectors", nargs="+", choices=sorted(capstone_detectors()), default=None)
     parser.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints/capstone"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar while training")
     return parser  # fmt: skip
 
 
@@ -419,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     profile = args.profile or get_profile().name
     out = args.out or Path("book") / f"capstone_{profile}.json"
     return run_capstone(
-        profile, out, detectors=args.detectors, checkpoint_dir=args.checkpoint_dir, seed=args.seed
+        profile, out, detectors=args.detectors, checkpoint_dir=args.checkpoint_dir, seed=args.seed,
+        progress=not args.no_progress,
     )
 
 
