@@ -47,6 +47,11 @@ def test_bad_arguments_name_the_problem(tmp_path):
         ct.chapter_time("10_retinanet", "tpu", path)
     with pytest.raises(ValueError, match="empty"):
         ct.record_chapter_times({}, "cpu", "m", "2026-12-07", path)
+    with pytest.raises(ValueError, match="machine"):
+        ct.record_chapter_times({"a": 1.0}, "cpu", "  ", "2026-12-07", path)
+    with pytest.raises(ValueError, match="recorded must be a date"):
+        ct.record_chapter_times({"a": 1.0}, "cpu", "m", "7 Dec 2026", path)
+    assert not path.exists()  # nothing written for a refused record
     with pytest.raises(ValueError, match=r"seconds\['a'\]"):
         ct.record_chapter_times({"a": math.nan}, "cpu", "m", "2026-12-07", path)
     path.write_text(json.dumps({"cuda": {}}))

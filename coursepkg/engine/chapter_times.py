@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -135,9 +136,14 @@ def record_chapter_times(
         path: the file to write; defaults to the package's own.
 
     Raises:
-        ValueError: unknown device, no pages, or a time that is not a finite number >= 0.
+        ValueError: unknown device, an empty ``machine``, a ``recorded`` that is not YYYY-MM-DD,
+            no pages, or a time that is not a finite number >= 0.
     """
     _check_device(device)
+    if not isinstance(machine, str) or not machine.strip():
+        raise ValueError(f"machine must describe the build's machine in words, got {machine!r}")
+    if not isinstance(recorded, str) or not re.fullmatch(r"\d{4}-\d\d-\d\d", recorded):
+        raise ValueError(f"recorded must be a date YYYY-MM-DD, got {recorded!r}")
     if not seconds:
         raise ValueError("seconds is empty: the build executed no page")
     for page, value in seconds.items():
