@@ -60,6 +60,17 @@ pins each rewrite to the results of the code it replaced):
   history logs them, and a NaN must stop training at once), and the gradient norm is read to
   refuse a non-finite step.
 
+* **RetinaNet's finiteness check of its outputs** (``retinanet.py``, 1; IoU-aware RetinaNet
+  too): one read for the whole batch, as Faster R-CNN's RPN check.
+
+The one-stage detectors therefore make 3 (YOLOv1, FCOS) or 4 (RetinaNet and its variants) per
+step: the targets' check, RetinaNet's output check and the engine's two. They made 6 to 14 before
+``F.one_hot`` (which reads its input's minimum and maximum back to check them) gave way to
+``coursepkg.ops.labels.one_hot_labels``, YOLOv1's targets wrote the objects that lose their cell
+to a scratch row instead of selecting the kept ones, FCOS's losses masked instead of selecting
+the foreground points, ``repeat_interleave`` got its ``output_size`` from the host, and the
+IoU-aware target called ``matched_box_iou``'s unchecked core.
+
 Everything else on the step's path is sync-free: masks with ``torch.where`` instead of
 ``x[mask] = v``, losses that weight by masks instead of selecting rows, ``nonzero_static`` where
 the host already knows a count, device-side counts as normalisers.

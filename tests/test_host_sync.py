@@ -458,3 +458,126 @@ def test_roi_pooling_checks_cost_one_sync():
     assert syncs(roi_pool_module.roi_align, features, boxes, 4, 0.25, 2) == 2  # checks, plan
     assert syncs(roi_pool_module.roi_align, features, boxes, 4, 0.25, -1) == 3  # + the grids
     assert syncs(roi_pool_module.roi_pool, features, boxes, 4, 0.25) == 2  # checks, plan
+
+
+# --------------------------------------------------------------------------- one-stage detectors
+
+
+def fcos_losses_as_before(model, images, targets):
+    """FCOS's losses before the rewrite: boolean selections of the foreground points."""
+    from coursepkg.ops.focal import _sigmoid_focal_loss
+    from coursepkg.ops.iou_losses import DEFAULT_EPS, _matched_giou, _overlap
+
+    c = model.config
+    out = model(images)
+    with torch.no_grad():
+        t = model.targets(out.points, targets)
+    logits = torch.cat(out.cls_logits, dim=1).float()
+    foreground = t.labels >= 0
+    num_pos = max(int(foreground.sum()), 1)
+    one_hot = torch.zeros_like(logits)
+    one_hot[foreground, t.labels[foreground]] = 1.0
+    classification = _sigmoid_focal_loss(logits, one_hot, c.focal_alpha, c.focal_gamma, "sum")
+    points = torch.cat(out.points)[None].expand_as(t.matched_boxes[..., :2])
+    distances = torch.cat(out.distances, dim=1).float()[foreground]
+    centre = points[foreground]
+    predicted = torch.cat((centre - distances[:, :2], centre + distances[:, 2:]), dim=1)
+    gt_boxes = t.matched_boxes[foreground]
+    if c.box_loss == "giou":
+        box = (1 - _matched_giou(predicted, gt_boxes, DEFAULT_EPS)).sum()
+    else:
+        box = -torch.log(_overlap(predicted, gt_boxes, DEFAULT_EPS).iou.clamp(min=DEFAULT_EPS)).sum()
+    losses = {"classification": classification / num_pos, "bbox_regression": box / num_pos}
+    if c.centerness:
+        centerness = torch.cat(out.centerness, dim=1).float()[foreground]
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(
+            centerness, t.centerness[foreground], reduction="sum"
+        )
+        losses["bbox_ctrness"] = bce / num_pos
+    return losses
+
+
+def shapes_batch(num_images, image_size=(64, 64), seed=0, empty=(1,)):
+    """Images and targets of the shapes data; the images listed in ``empty`` have no objects."""
+    from coursepkg.data import ShapesDataset
+
+    data = ShapesDataset(num_images, image_size, seed=seed)
+    items = [data[i] for i in range(num_images)]
+    targets = [dict(t) for _, t in items]
+    for i in empty:
+        targets[i] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    return torch.stack([image for image, _ in items]), targets
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"box_loss": "giou"}, {"centerness": False}, {"regression": "relu_stride", "box_loss": "giou"}],
+)
+def test_fcos_masked_losses_and_gradients_equal_the_selected_ones(changes):
+    from coursepkg.models.fcos import FCOS, FCOSConfig
+
+    images, targets = shapes_batch(3)
+    torch.manual_seed(0)
+    model = FCOS(FCOSConfig(**changes))
+    got = model.losses(images, targets)
+    got_grads = torch.autograd.grad(sum(got.values()), list(model.parameters()), allow_unused=True)
+    expected = fcos_losses_as_before(model, images, targets)
+    expected_grads = torch.autograd.grad(sum(expected.values()), list(model.parameters()), allow_unused=True)
+    assert got.keys() == expected.keys()
+    for key in got:
+        assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6)
+    for g1, g2 in zip(got_grads, expected_grads, strict=True):
+        if g2 is None:
+            assert g1 is None or not g1.any()
+        else:
+            assert_close(g1, g2, rtol=1e-4, atol=1e-6)
+
+
+def yolo_targets_as_before(boxes, labels, image_size, grid_size):
+    """YOLOv1's batched targets before the rewrite: boolean selection of the kept objects."""
+    from coursepkg.models.yolo import _cell_boxes, _grid_cells
+
+    num_images, cells = len(boxes), grid_size * grid_size
+    all_boxes, all_labels = torch.cat(list(boxes)), torch.cat(list(labels))
+    image = torch.repeat_interleave(torch.arange(num_images), torch.tensor([len(b) for b in boxes]))
+    out_boxes = all_boxes.new_zeros(num_images * cells, 4)
+    out_labels = all_labels.new_full((num_images * cells,), -1)
+    if all_boxes.shape[0]:
+        row_col, in_cells = _grid_cells(all_boxes, image_size, grid_size)
+        flat = image * cells + row_col[:, 0] * grid_size + row_col[:, 1]
+        area = (all_boxes[:, 2] - all_boxes[:, 0]) * (all_boxes[:, 3] - all_boxes[:, 1])
+        order = torch.argsort(-area, stable=True)
+        rank = torch.empty_like(order).scatter_(0, order, torch.arange(len(order)))
+        best_rank = torch.full((num_images * cells,), len(order), dtype=torch.long)
+        best_rank.scatter_reduce_(0, flat, rank, reduce="amin")
+        keep = rank == best_rank[flat]
+        out_boxes[flat[keep]] = _cell_boxes(all_boxes, row_col, in_cells, image_size)[keep]
+        out_labels[flat[keep]] = all_labels[keep]
+    return out_boxes.view(num_images, grid_size, grid_size, 4), out_labels.view(num_images, grid_size, grid_size)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_yolo_targets_with_a_scratch_row_equal_the_selected_ones(seed):
+    from coursepkg.models.yolo import _yolo_v1_targets
+
+    g = torch.Generator().manual_seed(seed)
+    # Many boxes on a coarse grid: several centres share a cell, so some objects lose theirs.
+    boxes = [random_boxes(n, g, size=60.0) for n in (12, 0, 5)]
+    labels = [torch.randint(0, 5, (len(b),), generator=g) for b in boxes]
+    got = _yolo_v1_targets(boxes, labels, (96, 96), 4)
+    expected = yolo_targets_as_before(boxes, labels, (96, 96), 4)
+    assert_close(got.boxes, expected[0])
+    assert_close(got.labels, expected[1])
+    assert syncs(_yolo_v1_targets, boxes, labels, (96, 96), 4) == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("retinanet", 2), ("iou_aware_retinanet", 2), ("yolo_v1", 1), ("fcos", 1)]
+)
+def test_one_stage_losses_sync_only_to_check_their_inputs(name, expected):
+    """One read for the targets' check (and RetinaNet's one for finite outputs); none in the math."""
+    from coursepkg.engine.train_shapes import DETECTORS
+
+    model = DETECTORS[name]("smoke").model
+    images, targets = shapes_batch(2, (128, 128))
+    assert syncs(model.losses, images, targets) == expected

@@ -62,6 +62,7 @@ from coursepkg.models.detector import Detector, check_images, check_targets
 from coursepkg.models.fpn import FPN
 from coursepkg.ops.focal import _sigmoid_focal_loss
 from coursepkg.ops.iou_losses import DEFAULT_EPS, _matched_giou, _overlap
+from coursepkg.ops.labels import _one_hot_labels
 from coursepkg.ops.validation import (
     check_boxes,
     check_finite,
@@ -277,8 +278,8 @@ def _point_levels(
         device=points.device,
     )  # [L, 3]
     stride, low, high = per_level.repeat_interleave(
-        torch.tensor(counts, device=points.device), dim=0
-    ).unbind(dim=1)  # [N] each
+        torch.tensor(counts, device=points.device), dim=0, output_size=points.shape[0]
+    ).unbind(dim=1)  # [N] each (output_size: the counts are not read back from the device)
     return points, stride, low, high
 
 
@@ -601,27 +602,32 @@ class FCOS(Detector):
         logits = torch.cat(out.cls_logits, dim=1).float()  # [B, N, K]
         foreground = t.labels >= 0  # [B, N]
         # Eq. (2): every term is divided by N_pos, the positives of the whole batch (at least 1).
-        num_pos = max(int(foreground.sum()), 1)
-        one_hot = torch.zeros_like(logits)
-        one_hot[foreground, t.labels[foreground]] = 1.0
+        # Every term is computed on all points and masked, never selected with the boolean mask:
+        # a selection's size depends on the data, and reading it costs a host sync on a GPU.
+        num_pos = foreground.sum().clamp(min=1).to(logits.dtype)
+        one_hot = _one_hot_labels(t.labels, logits.shape[-1], logits.dtype)  # background: zeros
         classification = _sigmoid_focal_loss(
             logits, one_hot, c.focal_alpha, c.focal_gamma, "sum"
         )
-        points = torch.cat(out.points)[None].expand_as(t.matched_boxes[..., :2])  # [B, N, 2]
-        distances = torch.cat(out.distances, dim=1).float()[foreground]  # [P, 4]
-        centre = points[foreground]  # [P, 2]
-        predicted = torch.cat((centre - distances[:, :2], centre + distances[:, 2:]), dim=1)
-        gt_boxes = t.matched_boxes[foreground]  # [P, 4]
+        points = torch.cat(out.points)[None]  # [1, N, 2]
+        distances = torch.cat(out.distances, dim=1).float()  # [B, N, 4]
+        predicted = torch.cat((points - distances[..., :2], points + distances[..., 2:]), dim=-1)
+        # Background points compare a unit box with itself: finite values and gradients, masked out.
+        unit = predicted.new_tensor([0.0, 0.0, 1.0, 1.0])
+        predicted = torch.where(foreground[..., None], predicted, unit)  # [B, N, 4]
+        gt_boxes = torch.where(foreground[..., None], t.matched_boxes.to(predicted.dtype), unit)
         if c.box_loss == "giou":
-            box = (1 - _matched_giou(predicted, gt_boxes, DEFAULT_EPS)).sum()
+            box = 1 - _matched_giou(predicted, gt_boxes, DEFAULT_EPS)  # [B, N]
         else:  # UnitBox's -ln IoU, IoU clamped at eps (disjoint boxes cost -ln eps, not inf)
-            box = -torch.log(_overlap(predicted, gt_boxes, DEFAULT_EPS).iou.clamp(min=DEFAULT_EPS)).sum()
+            box = -torch.log(_overlap(predicted, gt_boxes, DEFAULT_EPS).iou.clamp(min=DEFAULT_EPS))
+        box = torch.where(foreground, box, torch.zeros_like(box)).sum()
         losses = {"classification": classification / num_pos, "bbox_regression": box / num_pos}
         if c.centerness:
-            centerness = torch.cat(out.centerness, dim=1).float()[foreground]  # [P]
+            centerness = torch.cat(out.centerness, dim=1).float()  # [B, N]
             bce = F.binary_cross_entropy_with_logits(
-                centerness, t.centerness[foreground], reduction="sum"
+                centerness, t.centerness.to(centerness.dtype), reduction="none"
             )
+            bce = torch.where(foreground, bce, torch.zeros_like(bce)).sum()
             losses["bbox_ctrness"] = bce / num_pos
         return losses
 

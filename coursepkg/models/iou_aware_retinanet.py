@@ -51,7 +51,7 @@ from coursepkg.models.retinanet import (
     _retinanet_loss,
 )
 from coursepkg.ops.box_coding import DEFAULT_BBOX_XFORM_CLIP, _check_weights, _decode_boxes
-from coursepkg.ops.boxes import matched_box_iou
+from coursepkg.ops.boxes import _matched_box_iou
 from coursepkg.ops.validation import (
     check_boxes,
     check_finite,
@@ -214,7 +214,7 @@ def _iou_targets(
     deltas = box_regression.reshape(-1, 4)  # [B * N, 4]
     refs = anchors.to(deltas.dtype).expand(*shape, 4).reshape(-1, 4)  # [B * N, 4]
     decoded = _decode_boxes(deltas, refs, box_weights, DEFAULT_BBOX_XFORM_CLIP)  # [B * N, 4]
-    iou = matched_box_iou(decoded, matched_boxes.reshape(-1, 4).to(deltas.dtype))  # [B * N]
+    iou = _matched_box_iou(decoded, matched_boxes.reshape(-1, 4).to(deltas.dtype))  # [B * N]
     return iou.reshape(shape)
 
 

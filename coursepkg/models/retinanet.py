@@ -58,6 +58,7 @@ from coursepkg.ops.box_coding import (
 from coursepkg.ops.boxes import _box_iou
 from coursepkg.ops.focal import _sigmoid_focal_loss
 from coursepkg.ops.iou_losses import DEFAULT_EPS, _giou_loss, _iou_loss, _rectified_iou_loss
+from coursepkg.ops.labels import _one_hot_labels
 from coursepkg.ops.validation import (
     check_boxes,
     check_finite,
@@ -444,7 +445,7 @@ def _retinanet_loss(
     positive = labels == POSITIVE  # [B, N]
     valid = labels >= 0  # [B, N]: positives and negatives; ignored anchors are in no loss
     # One-hot class targets: 1 at (positive anchor, its class), 0 everywhere else.
-    one_hot = F.one_hot(classes.clamp(min=0), cls_logits.shape[-1]).to(cls_logits.dtype)  # [B, N, K]
+    one_hot = _one_hot_labels(classes, cls_logits.shape[-1], cls_logits.dtype)  # [B, N, K]
     one_hot = one_hot * positive[..., None]
     focal = _sigmoid_focal_loss(cls_logits, one_hot, alpha, gamma, "none")  # [B, N, K]
     cls_sum = (focal * valid[..., None]).sum(dim=(1, 2))  # [B]

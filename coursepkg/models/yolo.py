@@ -50,6 +50,7 @@ from coursepkg.models.anchors import location_grid
 from coursepkg.models.backbones import MultiScaleBackbone
 from coursepkg.models.dense_decoding import decode_dense_detections
 from coursepkg.models.detector import Detector, check_images, check_targets
+from coursepkg.ops.labels import _one_hot_labels
 from coursepkg.ops.validation import (
     check_boxes,
     check_finite,
@@ -212,13 +213,15 @@ def _yolo_v1_targets(
     image = torch.repeat_interleave(
         torch.arange(num_images, device=device),
         torch.tensor([len(b) for b in boxes], device=device),
+        output_size=all_boxes.shape[0],  # known on the host: no read-back of the counts
     )  # [G] which image each object is in
-    out_boxes = all_boxes.new_zeros(num_images * cells, 4)
-    out_labels = all_labels.new_full((num_images * cells,), -1)
+    # One row per cell of the batch, and a scratch row at the end for the objects that get none.
+    out_boxes = all_boxes.new_zeros(num_images * cells + 1, 4)
+    out_labels = all_labels.new_full((num_images * cells + 1,), -1)
     if all_boxes.shape[0] == 0:
         return YOLOv1Targets(
-            out_boxes.view(num_images, grid_size, grid_size, 4),
-            out_labels.view(num_images, grid_size, grid_size),
+            out_boxes[:-1].view(num_images, grid_size, grid_size, 4),
+            out_labels[:-1].view(num_images, grid_size, grid_size),
         )
     row_col, in_cells = _grid_cells(all_boxes, image_size, grid_size)  # [G, 2], [G, 2]
     flat = image * cells + row_col[:, 0] * grid_size + row_col[:, 1]  # [G] cell of each object
@@ -231,11 +234,14 @@ def _yolo_v1_targets(
     best_rank.scatter_reduce_(0, flat, rank, reduce="amin")  # per cell, the best object's rank
     keep = rank == best_rank[flat]  # [G] exactly one object per occupied cell
     cell_boxes = _cell_boxes(all_boxes, row_col, in_cells, image_size)  # [G, 4]
-    out_boxes[flat[keep]] = cell_boxes[keep].to(dtype)
-    out_labels[flat[keep]] = all_labels[keep]
+    # The objects that lose their cell write to the scratch row: an index, not a boolean
+    # selection, so the number of objects kept is never read back to the host.
+    row = torch.where(keep, flat, num_images * cells)  # [G]
+    out_boxes[row] = cell_boxes.to(dtype)
+    out_labels[row] = all_labels
     return YOLOv1Targets(
-        out_boxes.view(num_images, grid_size, grid_size, 4),
-        out_labels.view(num_images, grid_size, grid_size),
+        out_boxes[:-1].view(num_images, grid_size, grid_size, 4),
+        out_labels[:-1].view(num_images, grid_size, grid_size),
     )
 
 
@@ -384,7 +390,7 @@ def _yolo_v1_loss(
     # 1^obj_ij: predictor j of an object cell i with the highest IoU (computed on every cell and
     # used only on object cells: no Python loop and no boolean indexing, so no host sync).
     best = _responsible_predictor(boxes[..., :4], target_boxes, s)
-    responsible = F.one_hot(best.index, num_boxes).bool() & has_object[..., None]  # [N, S, S, B]
+    responsible = _one_hot_labels(best.index, num_boxes, torch.bool) & has_object[..., None]  # [N, S, S, B]
     obj = responsible.to(predictions.dtype)
     # [N, S, S, 4]: the responsible predictor's (x, y, w, h, C) of each cell
     chosen = torch.gather(boxes, 3, best.index[..., None, None].expand(n, s, s, 1, 5)).squeeze(3)
@@ -398,7 +404,7 @@ def _yolo_v1_loss(
     # rescore=1: the target of the responsible confidence is its IoU (a constant, no gradient)
     obj_err = (chosen[..., 4] - best.iou).pow(2)  # [N, S, S]
     noobj_err = ((1 - obj) * confidence.pow(2)).sum(-1)  # [N, S, S]: every non-responsible predictor
-    one_hot = F.one_hot(target_labels.clamp(min=0), probs.shape[-1]).to(predictions.dtype)
+    one_hot = _one_hot_labels(target_labels.clamp(min=0), probs.shape[-1], predictions.dtype)
     cls_err = (probs - one_hot).pow(2).sum(-1)  # [N, S, S]
 
     def per_image(x: Tensor) -> Tensor:

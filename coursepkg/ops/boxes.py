@@ -324,6 +324,11 @@ def matched_box_iou(boxes1: Tensor, boxes2: Tensor, *, legacy_plus_one: bool = F
             f"boxes1 and boxes2 must have the same length, got {boxes1.shape[0]} and "
             f"{boxes2.shape[0]}"
         )
+    return _matched_box_iou(boxes1, boxes2, legacy_plus_one)
+
+
+def _matched_box_iou(boxes1: Tensor, boxes2: Tensor, legacy_plus_one: bool = False) -> Tensor:
+    """:func:`matched_box_iou` on boxes already checked (its checks cost host syncs on a GPU)."""
     if boxes1.numel() == 0:
         return boxes1.new_zeros(0)
     scale = _overflow_safe_scale(boxes1, boxes2)  # see box_iou
