@@ -20,11 +20,22 @@ CHAPTERS = sorted(p.stem for p in BOOK.glob("0[1-7]_*.md"))
 
 # label -> (chapter, the functions that implement it, as "module:function")
 EQUATIONS = {
-    "eq-window-positions": ("01_sliding_windows", ["coursepkg.ops.sliding_windows:window_positions",
-                                                   "coursepkg.ops.sliding_windows:sliding_windows"]),
+    "eq-window-positions": (
+        "01_sliding_windows",
+        [
+            "coursepkg.ops.sliding_windows:window_positions",
+            "coursepkg.ops.sliding_windows:sliding_windows",
+        ],
+    ),
     "eq-window-count": ("01_sliding_windows", ["coursepkg.ops.sliding_windows:count_windows"]),
-    "eq-iou": ("02_boxes_iou", ["coursepkg.ops.boxes:box_iou", "coursepkg.ops.boxes:box_iou_reference"]),
-    "eq-nms-overlap": ("03_nms", ["coursepkg.ops.nms:malisiewicz_nms", "coursepkg.ops.nms:malisiewicz_nms_steps"]),
+    "eq-iou": (
+        "02_boxes_iou",
+        ["coursepkg.ops.boxes:box_iou", "coursepkg.ops.boxes:box_iou_reference"],
+    ),
+    "eq-nms-overlap": (
+        "03_nms",
+        ["coursepkg.ops.nms:malisiewicz_nms", "coursepkg.ops.nms:malisiewicz_nms_steps"],
+    ),
     "eq-nms-rule": ("03_nms", ["coursepkg.ops.nms:nms", "coursepkg.ops.nms:nms_reference"]),
     "eq-soft-nms-linear": ("03_nms", ["coursepkg.ops.nms:soft_nms"]),
     "eq-soft-nms-gaussian": ("03_nms", ["coursepkg.ops.nms:soft_nms"]),
@@ -35,8 +46,10 @@ EQUATIONS = {
     "eq-ap-101-point": ("04_evaluation", ["coursepkg.evaluation.ap:average_precision"]),
     "rcnn-targets": ("05_rcnn", ["coursepkg.ops.box_coding:encode_boxes"]),
     "rcnn-decode": ("05_rcnn", ["coursepkg.ops.box_coding:decode_boxes"]),
-    "roi-pool-bins": ("06_fast_rcnn", ["coursepkg.ops.roi_pool:roi_pool_reference",
-                                       "coursepkg.ops.roi_pool:roi_pool"]),
+    "roi-pool-bins": (
+        "06_fast_rcnn",
+        ["coursepkg.ops.roi_pool:roi_pool_reference", "coursepkg.ops.roi_pool:roi_pool"],
+    ),
     "fast-rcnn-loss": ("06_fast_rcnn", ["coursepkg.models.fast_rcnn:multi_task_loss"]),
     "anchor-shape": ("07_faster_rcnn", ["coursepkg.models.anchors:generate_anchors"]),
     "anchor-labels": ("07_faster_rcnn", ["coursepkg.models.assignment:match_anchors"]),
@@ -58,7 +71,11 @@ def _labels(chapter: str) -> list[str]:
 
 def _headings(chapter: str) -> set[str]:
     text = (BOOK / f"{chapter}.md").read_text(encoding="utf-8")
-    return {re.sub(r"^#+\s*", "", line).strip() for line in text.splitlines() if re.match(r"#{1,4} ", line)}
+    return {
+        re.sub(r"^#+\s*", "", line).strip()
+        for line in text.splitlines()
+        if re.match(r"#{1,4} ", line)
+    }
 
 
 def _function(path: str) -> object:
@@ -106,6 +123,8 @@ def test_package_references_to_chapters_1_to_7_name_existing_sections():
                 continue
             for section in re.findall(r"\"([^\"]+)\"", sections or ""):
                 if section not in headings[chapter]:
-                    stale.append(f"{source.relative_to(PACKAGE.parent)}:{line}: {chapter} has no \"{section}\"")
+                    stale.append(
+                        f'{source.relative_to(PACKAGE.parent)}:{line}: {chapter} has no "{section}"'
+                    )
     assert references > 50  # the scan finds the references at all
     assert stale == []
