@@ -252,7 +252,7 @@ def faster_rcnn_recipe(profile: str) -> FasterRCNNRecipe:
     Raises:
         ValueError: for an unknown profile name.
 
-    Chapter: book/07_faster_rcnn (section "Training on the shapes").
+    Chapter: book/07_faster_rcnn (section "The second stage and end-to-end training").
     """
     common = {"image_size": (128, 128), "weight_decay": 1e-4}
     return {

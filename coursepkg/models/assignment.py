@@ -179,7 +179,7 @@ def sample_balanced(
         ValueError: if ``labels`` is not 1-D or has values other than -1, 0, 1, if ``batch_size_per_image``
             is negative, or ``positive_fraction`` is outside [0, 1].
 
-    Chapter: book/07_faster_rcnn (section "Sampling 256 anchors").
+    Chapter: book/07_faster_rcnn (section "A balanced sample of 256 anchors").
     """
     check_tensor(labels, "labels", shape=("A",))
     batch_size_per_image = check_int(batch_size_per_image, "batch_size_per_image", low=0)

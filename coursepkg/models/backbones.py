@@ -96,7 +96,7 @@ class ConvBackbone(nn.Sequential):
     Shapes:
         ``[B, 3, H, W]`` -> ``[B, channels[-1], ceil(H / 2^S), ceil(W / 2^S)]`` for ``S`` stages.
 
-    Chapter: book/07_faster_rcnn (section "A backbone trained from scratch").
+    Chapter: book/07_faster_rcnn (section "The second stage and end-to-end training").
     """
 
     def __init__(self, channels: Sequence[int] = (24, 48, 64), convs_per_stage: int = 2) -> None:

@@ -157,6 +157,8 @@ def multi_task_loss(
 ) -> FastRCNNLoss:
     """Fast R-CNN's multi-task loss, Eq. (1), averaged over the ``R`` RoIs of the mini-batch.
 
+    Implements Eq. (1) of the paper, Eq. (fast-rcnn-loss) of book/06_fast_rcnn.
+
     For a RoI with true class ``u`` (0 = background), class probabilities ``p = softmax(logits)``,
     predicted deltas ``t^u`` for class ``u`` and regression target ``v``::
 

@@ -134,7 +134,7 @@ class ProposalCache:
         proposal_fn: ``image [3, H, W] -> boxes [P, 4]`` float xyxy pixels, best first.
         max_proposals: keep at most this many boxes per image (``None``: all).
 
-    Chapter: book/05_rcnn (section "Region proposals"); used by book/06_fast_rcnn.
+    Chapter: book/05_rcnn (section "Region proposals: selective search"); used by book/06_fast_rcnn.
     """
 
     def __init__(self, proposal_fn: Callable[[Tensor], Tensor], max_proposals: int | None = None):
@@ -371,7 +371,7 @@ def finetune_labels(
     Raises:
         TypeError, ValueError: for invalid boxes, labels of the wrong dtype or length.
 
-    Chapter: book/05_rcnn (section "Training the feature CNN")
+    Chapter: book/05_rcnn (section "The feature CNN")
     """
     check_boxes(proposals, "proposals")
     check_boxes(gt_boxes, "gt_boxes")
@@ -419,7 +419,7 @@ def train_region_net(
     Raises:
         ValueError: for mismatched lengths, labels outside ``0..K`` or no region at all.
 
-    Chapter: book/05_rcnn (section "Training the feature CNN")
+    Chapter: book/05_rcnn (section "The feature CNN")
     """
     if regions.dim() != 4 or labels.shape != (regions.shape[0],):
         raise ValueError(
@@ -705,7 +705,7 @@ def mine_hard_negatives(
     Raises:
         ValueError: for mismatched shapes or a negative ``max_new``.
 
-    Chapter: book/05_rcnn (section "Hard-negative mining")
+    Chapter: book/05_rcnn (section "Per-class linear SVMs")
     """
     if scores.dim() != 1 or cached.shape != scores.shape or cached.dtype != torch.bool:
         raise ValueError(
@@ -746,7 +746,7 @@ def svm_objective(
 
     The quantity :func:`fit_linear_svm` minimises (``rcnn_train.m`` prints it as "obj val").
 
-    Chapter: book/05_rcnn (section "Hard-negative mining")
+    Chapter: book/05_rcnn (section "Per-class linear SVMs")
     """
     margins = targets.to(features.dtype) * (features @ svm.weight + svm.bias)  # [N]
     weights = torch.where(targets > 0, c * pos_weight, c).to(features.dtype)
@@ -797,7 +797,7 @@ def train_linear_svms(
     Raises:
         TypeError, ValueError: for bad features, labels not ``[N, K]`` int64 in ``{-1, 0, 1}``.
 
-    Chapter: book/05_rcnn (section "Hard-negative mining")
+    Chapter: book/05_rcnn (section "Per-class linear SVMs")
     """
     _check_features(features, "features")
     if labels.dim() != 2 or labels.shape[0] != features.shape[0] or labels.dtype != torch.int64:
@@ -1037,7 +1037,7 @@ def rcnn_detect(
         ``{"boxes": [N, 4], "scores": [N], "labels": [N] int64 in 0..K-1}``, scores decreasing
         (ties: lower class, then earlier proposal first).
 
-    Chapter: book/05_rcnn (section "Detecting with R-CNN")
+    Chapter: book/05_rcnn (section "Detecting with R-CNN, and its mAP")
     """
     _check_image(image)
     check_boxes(proposals, "proposals")

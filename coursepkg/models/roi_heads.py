@@ -27,7 +27,7 @@ Shapes::
 Box deltas are encoded with weights ``(10, 10, 5, 5)`` (torchvision's default for this stage, the
 inverse of py-faster-rcnn's target standard deviations 0.1, 0.1, 0.2, 0.2).
 
-Chapter: book/07_faster_rcnn (section "The second stage: Fast R-CNN on proposals").
+Chapter: book/07_faster_rcnn (section "The second stage and end-to-end training").
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def sample_rois(
         ValueError: on bad shapes, mismatched lengths, a ground truth with zero width or height,
             or thresholds outside their range.
 
-    Chapter: book/07_faster_rcnn (section "Sampling RoIs for the head").
+    Chapter: book/07_faster_rcnn (section "The second stage and end-to-end training").
     """
     check_boxes(proposals, "proposals")
     check_boxes(gt_boxes, "gt_boxes")
@@ -293,7 +293,7 @@ class FastRCNNHead(nn.Module):
         ``[R, C, roi_size, roi_size]`` -> :class:`FastRCNNOutput` with ``[R, K + 1]`` and
         ``[R, 4 * (K + 1)]``.
 
-    Chapter: book/07_faster_rcnn (section "The second stage: Fast R-CNN on proposals").
+    Chapter: book/07_faster_rcnn (section "The second stage and end-to-end training").
     """
 
     def __init__(
@@ -365,7 +365,7 @@ def fastrcnn_loss(
         TypeError: if ``labels`` is not int64.
         ValueError: on inconsistent shapes, labels outside ``0..K`` or an unknown ``reduction``.
 
-    Chapter: book/07_faster_rcnn (section "The Fast R-CNN loss").
+    Chapter: book/07_faster_rcnn (section "The second stage and end-to-end training").
     """
     check_reduction(reduction)
     check_tensor(class_logits, "class_logits", shape=("N", "K + 1"), dtype="float")
@@ -460,7 +460,7 @@ def postprocess_detections(
         TypeError, ValueError: on inconsistent shapes, NaN or inf in the head's outputs, or a
             threshold, size or count outside its range.
 
-    Chapter: book/07_faster_rcnn (section "From scores to detections").
+    Chapter: book/07_faster_rcnn (section "Detections and mAP").
     """
     check_boxes(proposals, "proposals")
     num = proposals.shape[0]

@@ -33,7 +33,7 @@ Shapes (one feature map of H × W locations, A anchors per location, N images)::
                                    in the order of coursepkg.models.anchors.generate_anchors
     generate_proposals(...)        boxes [R, 4], scores [R]   (one image)
 
-Chapter: book/07_faster_rcnn (section "The region proposal network").
+Chapter: book/07_faster_rcnn (section "The RPN and its loss").
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class RPNHead(nn.Module):
         in_channels: channels of the feature map (512 for VGG-16 conv5, 256 with an FPN).
         num_anchors: anchors per location, A (9 in the paper).
 
-    Chapter: book/07_faster_rcnn (section "The region proposal network").
+    Chapter: book/07_faster_rcnn (section "The RPN and its loss").
     """
 
     def __init__(self, in_channels: int, num_anchors: int) -> None:
@@ -130,7 +130,7 @@ def flatten_predictions(objectness: Tensor, deltas: Tensor) -> FlatPredictions:
     Raises:
         ValueError: if the shapes do not fit together.
 
-    Chapter: book/07_faster_rcnn (section "The region proposal network").
+    Chapter: book/07_faster_rcnn (section "The RPN and its loss").
     """
     check_tensor(objectness, "objectness", shape=("N", "A", "H", "W"))
     check_tensor(deltas, "deltas", shape=("N", "4A", "H", "W"))
@@ -213,7 +213,7 @@ def rpn_loss(
             ``reduction="mean"``, or a λ / β that is not a finite number >= 0.
         TypeError: if a float input is not floating point.
 
-    Chapter: book/07_faster_rcnn (section "The RPN loss").
+    Chapter: book/07_faster_rcnn (section "The RPN and its loss").
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
@@ -352,7 +352,7 @@ def generate_proposals(
             ``objectness`` or ``deltas``, non-positive top-n values or thresholds outside their
             ranges.
 
-    Chapter: book/07_faster_rcnn (section "From anchors to proposals").
+    Chapter: book/07_faster_rcnn (section "Proposals").
     """
     check_boxes(anchors, "anchors")
     image_size = check_image_size(image_size)

@@ -549,7 +549,7 @@ def soft_nms(
     Returns:
         :class:`SoftNMSResult` ``(keep, scores)``.
 
-    Chapter: book/03_nms (section "Going further")
+    Chapter: book/03_nms (section "Going further: Soft-NMS")
     """
     check_boxes(boxes)
     _check_scores(scores, boxes)

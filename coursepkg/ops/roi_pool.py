@@ -308,7 +308,8 @@ def roi_pool(
     (``x1' = round(x1 * s)``, ``x2' = round(x2 * s)``; the window covers cells ``x1' .. x2'``
     inclusive, at least one cell). Bin ``(p, q)`` spans rows
     ``[floor(p * h / H_out), ceil((p + 1) * h / H_out))`` of the window (neighbouring bins may share
-    a row), clipped to the map; its output is the maximum there, or 0 if the clipped bin is empty.
+    a row), clipped to the map; its output is the maximum there, or 0 if the clipped bin is empty:
+    Eq. (roi-pool-bins) of book/06_fast_rcnn, computed with block maxima instead of a loop.
 
     Args:
         input: [N, C, H, W] float feature maps.
