@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -42,3 +43,16 @@ def test_each_job_builds_its_chapters_model_and_data_and_its_losses_are_finite(n
     images, targets = collate_detection([job.train_set[i] for i in range(2)])[:2]
     losses = job.model.losses(images, targets)
     assert losses and all(bool(torch.isfinite(v)) for v in losses.values())
+
+
+def test_main_reports_what_it_trained(tmp_path, capsys):
+    from coursepkg.engine.train_shapes import main
+
+    path = tmp_path / "report.json"
+    report = main(["--detector", "yolo_v1", "--profile", "smoke", "--epochs", "1", "--num-train", "4",
+                   "--batch-size", "2", "--no-val", "--report", str(path)])  # fmt: skip
+    assert json.loads(path.read_text()) == report == json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["detector"] == "yolo_v1" and report["world_size"] == 1 and report["images"] == 4
+    assert report["image_size"] == list(DETECTORS["yolo_v1"]("smoke").train_set[0][0].shape[-2:])
+    assert report["images_per_second"] == pytest.approx(4 / report["train_seconds"])
+    assert report["val_map_50"] is None

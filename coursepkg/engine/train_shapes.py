@@ -241,8 +241,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
 
     Returns:
         ``{"detector", "profile", "world_size", "batch_size" (per process), "epochs",
-        "images" (per epoch, all processes), "train_seconds", "images_per_second",
-        "val_map_50"}`` (``val_map_50`` is None without validation).
+        "images" (per epoch, all processes), "image_size" ([H, W] of the first training image),
+        "train_seconds", "images_per_second", "val_map_50"}`` (``val_map_50`` is None without
+        validation).
     """
     args = _parser().parse_args(argv)
     profile = args.profile or get_profile().name
@@ -269,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "batch_size": batch_size,
         "epochs": epochs,
         "images": len(train_set),
+        "image_size": list(train_set[0][0].shape[-2:]),
         "train_seconds": seconds,
         "images_per_second": epochs * len(train_set) / seconds,
         "val_map_50": None if args.no_val else history["val_map_50"][-1],
