@@ -264,7 +264,7 @@ def resnet50_backbone(pretrained: bool = False) -> nn.Module:
     try:
         from torchvision.models import ResNet50_Weights, resnet50
         from torchvision.ops.misc import FrozenBatchNorm2d
-    except ImportError as error:  # torchvision is needed by the book and the tests, not the package
+    except ImportError as error:  # torchvision is needed by the book and tests, not the package
         raise ImportError(
             "resnet50_backbone needs torchvision: pip install torchvision"
         ) from error
