@@ -140,7 +140,7 @@ def window_classifier(num_classes: int, window: int = 24) -> nn.Sequential:
 
 
 class SlidingWindowDetector(Detector):
-    """A window classifier slid over an image pyramid, then per-class NMS (book/01).
+    """A window classifier slid over an image pyramid, then per-class NMS (book/01_sliding_windows).
 
     ``detect`` cuts every ``window x window`` block at ``step`` from every level of
     :func:`coursepkg.ops.sliding_windows.image_pyramid` (ratio ``scale``, down to the window's
@@ -246,7 +246,7 @@ def train_sliding_windows(
     history: list[float] | None = None,
     device: torch.device | str | None = None,
 ) -> SlidingWindowDetector:
-    """Train the sliding-window detector of book/01 (with ``K + 1`` classes) on ``train_set``.
+    """Train book/01_sliding_windows' sliding-window detector (``K + 1`` classes) on ``train_set``.
 
     Cuts the chapter's sample of windows from every training image (:func:`_window_labels`), then
     trains :func:`window_classifier` on them with Adam and cross-entropy for ``recipe.epochs``

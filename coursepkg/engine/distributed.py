@@ -38,7 +38,7 @@ Two things stop them: torchrun ends the whole job when one process exits with an
 process group has a timeout (:data:`DEFAULT_TIMEOUT`), after which a waiting collective raises. The
 engine turns either into a :class:`DistributedError` that says which process saw what.
 
-Chapter: book/training (section "Scaling out").
+Chapter: book/training (section "Scaling out: several processes with torchrun").
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def init_distributed_from_env(timeout: timedelta = DEFAULT_TIMEOUT) -> bool:
         ValueError: if the environment is incomplete (for example ``WORLD_SIZE`` without
             ``RANK``) or ``LOCAL_RANK`` names a GPU this machine does not have.
 
-    Chapter: book/training (section "Scaling out").
+    Chapter: book/training (section "Scaling out: several processes with torchrun").
     """
     if not isinstance(timeout, timedelta):
         raise TypeError(f"timeout must be a datetime.timedelta, got {type(timeout).__name__}")
@@ -196,7 +196,7 @@ def raise_as_distributed_error(what: str) -> Iterator[None]:
     ``RuntimeError`` that gloo and NCCL raise through autograd); the model's own errors pass
     unchanged.
 
-    Chapter: book/training (section "Scaling out").
+    Chapter: book/training (section "Scaling out: several processes with torchrun").
     """
     try:
         yield
@@ -240,7 +240,7 @@ class DetectorLossModule(nn.Module):
     Args:
         detector: a :class:`coursepkg.models.detector.Detector`.
 
-    Chapter: book/training (section "Scaling out").
+    Chapter: book/training (section "Scaling out: several processes with torchrun").
     """
 
     def __init__(self, detector: nn.Module) -> None:
@@ -266,7 +266,7 @@ def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
     Returns:
         ``model`` (its children replaced); a bare batch-norm layer comes back as a new module.
 
-    Chapter: book/training (section "Scaling out").
+    Chapter: book/training (section "Scaling out: several processes with torchrun").
     """
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
@@ -285,7 +285,7 @@ def wrap_for_training(
         find_unused_parameters: let DDP cope with parameters that a step does not use (costs a
             traversal of the graph per step); the course's detectors use all of theirs.
 
-    Chapter: book/training (section "Scaling out").
+    Chapter: book/training (section "Scaling out: several processes with torchrun").
     """
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(
@@ -302,7 +302,7 @@ def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
     statistics it updated itself; the engine calls this before evaluating and saving so that every
     process evaluates the same model. A no-op without a process group.
 
-    Chapter: book/training (section "Scaling out").
+    Chapter: book/training (section "Scaling out: several processes with torchrun").
     """
     if not is_distributed():
         return
@@ -318,7 +318,7 @@ def all_reduce_mean(tensor: Tensor) -> Tensor:
 
     Without a process group it returns a copy. On NCCL the tensor must be on this process's GPU.
 
-    Chapter: book/training (section "Scaling out").
+    Chapter: book/training (section "Scaling out: several processes with torchrun").
     """
     if not isinstance(tensor, Tensor):
         raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
@@ -332,7 +332,7 @@ def all_reduce_mean(tensor: Tensor) -> Tensor:
 def all_gather_objects(obj: Any) -> list[Any]:
     """Every process's ``obj`` (picklable, e.g. CPU tensors in dicts), in rank order.
 
-    Chapter: book/training (section "Scaling out").
+    Chapter: book/training (section "Scaling out: several processes with torchrun").
     """
     if not is_distributed():
         return [obj]
@@ -385,7 +385,7 @@ class ShardedSampler(Sampler[int]):
     Raises:
         ValueError: on a size < 1, num_replicas < 1 or a rank outside ``0..N-1``.
 
-    Chapter: book/training (section "Scaling out").
+    Chapter: book/training (section "Scaling out: several processes with torchrun").
     """
 
     def __init__(

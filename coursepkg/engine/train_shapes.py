@@ -16,7 +16,7 @@ Each detector is one entry of :data:`DETECTORS`: a function from a run profile t
 ``--batch-size`` is per process, so N processes train with batches of N times as many images.
 Rank 0 prints one JSON line with the measured throughput (and writes it to ``--report``).
 
-Chapter: book/training (section "Scaling out").
+Chapter: book/training (section "Scaling out: several processes with torchrun").
 """
 
 from __future__ import annotations

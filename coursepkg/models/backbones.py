@@ -135,7 +135,7 @@ def check_feature_maps(
             count, for example ``"feature map 'c4' must be 16 x 16 for stride 16 and image
             256 x 256, got 15 x 16"``.
 
-    Chapter: book/10_retinanet (section "Backbone and feature pyramid").
+    Chapter: book/10_retinanet (section "The feature pyramid").
     """
     if not isinstance(features, Mapping):
         raise TypeError(f"features must be a mapping name -> Tensor, got {type(features).__name__}")
@@ -176,7 +176,7 @@ class MultiScaleBackbone(nn.Module):
         ``[B, 3, H, W]`` -> ``{"c3": [B, channels[0], ceil(H / 8), ceil(W / 8)], "c4": [...,
         ceil(H / 16), ...], "c5": [..., ceil(H / 32), ...]}``.
 
-    Chapter: book/10_retinanet (section "Backbone and feature pyramid").
+    Chapter: book/10_retinanet (section "The feature pyramid").
     """
 
     def __init__(
@@ -257,14 +257,14 @@ def resnet50_backbone(pretrained: bool = False) -> nn.Module:
         ImportError: if torchvision is not installed.
         TypeError: if ``pretrained`` is not a bool.
 
-    Chapter: book/10_retinanet (section "Backbone and feature pyramid").
+    Chapter: book/10_retinanet (section "The feature pyramid").
     """
     if not isinstance(pretrained, bool):
         raise TypeError(f"pretrained must be a bool, got {pretrained!r}")
     try:
         from torchvision.models import ResNet50_Weights, resnet50
         from torchvision.ops.misc import FrozenBatchNorm2d
-    except ImportError as error:  # torchvision is a book/test dependency, not the package's
+    except ImportError as error:  # torchvision is needed by the book and tests, not the package
         raise ImportError(
             "resnet50_backbone needs torchvision: pip install torchvision"
         ) from error

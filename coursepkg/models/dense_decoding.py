@@ -27,7 +27,8 @@ Shapes::
     references_per_level       L x [N_l, 4]      anchors, xyxy   or   L x [N_l, 2] points, (x, y)
     result                     B x {"boxes": [D, 4], "scores": [D], "labels": [D] in 0..K-1}
 
-Chapter: book/10_retinanet (section "From dense predictions to detections").
+Chapter: book/10_retinanet (no section teaches the decoding); also the detections of book/08_yolo,
+book/11_iou_aware_retinanet and book/13_fcos.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ def decode_dense_detections(
             (``"scores_per_level[2] must be finite ..."``), a candidate score above 1 (logits
             passed instead of probabilities), or a threshold, count or size out of range.
 
-    Chapter: book/10_retinanet (section "From dense predictions to detections").
+    Chapter: book/10_retinanet (no section teaches the decoding).
     """
     if isinstance(decode, str):
         if decode not in _DECODERS:

@@ -26,7 +26,7 @@ Shapes::
     head.forward_levels(...)    -> L x [B, H_l * W_l * A, D]
     head.num_per_level(...)     -> L x int, H_l * W_l * A
 
-Chapter: book/10_retinanet (section "The heads").
+Chapter: book/10_retinanet (section "The heads and the prior").
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def prior_bias(prior: float = 0.01) -> float:
     Raises:
         TypeError, ValueError: if ``prior`` is not a number in (0, 1).
 
-    Chapter: book/10_retinanet (section "The heads").
+    Chapter: book/10_retinanet (section "The heads and the prior").
     """
     prior = check_number(prior, "prior", low=0.0, high=1.0, low_open=True, high_open=True)
     return -math.log((1 - prior) / prior)
@@ -91,7 +91,7 @@ class HeadTower(nn.Sequential):
     Shapes:
         ``[B, in_channels, H, W]`` -> ``[B, channels, H, W]``.
 
-    Chapter: book/10_retinanet (section "The heads").
+    Chapter: book/10_retinanet (section "The heads and the prior").
     """
 
     def __init__(
@@ -137,7 +137,7 @@ class DenseHead(nn.Module):
         ``L x [B, C, H_l, W_l]`` (a list, or a mapping in level order) -> ``[B, sum_l H_l * W_l *
         A, D]``.
 
-    Chapter: book/10_retinanet (section "The heads").
+    Chapter: book/10_retinanet (section "The heads and the prior").
     """
 
     def __init__(
@@ -200,7 +200,7 @@ class ClassificationHead(DenseHead):
     Shapes:
         ``L x [B, C, H_l, W_l]`` -> ``[B, sum_l H_l * W_l * A, K]`` logits.
 
-    Chapter: book/10_retinanet (section "The heads").
+    Chapter: book/10_retinanet (section "The heads and the prior").
     """
 
     def __init__(
@@ -230,7 +230,7 @@ class RegressionHead(DenseHead):
     Shapes:
         ``L x [B, C, H_l, W_l]`` -> ``[B, sum_l H_l * W_l * A, box_dim]``.
 
-    Chapter: book/10_retinanet (section "The heads").
+    Chapter: book/10_retinanet (section "The heads and the prior").
     """
 
     def __init__(

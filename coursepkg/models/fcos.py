@@ -454,7 +454,7 @@ class FCOSHead(nn.Module):
         ``L x [B, C, H_l, W_l]`` -> three lists: ``[B, N_l, K]`` logits, ``[B, N_l, 4]`` scaled
         distance values, ``[B, N_l]`` centerness logits, ``N_l = H_l W_l``.
 
-    Chapter: book/13_fcos (section "The head").
+    Chapter: book/13_fcos (section "The head and the loss").
     """
 
     def __init__(

@@ -23,7 +23,7 @@ Shapes::
     FPN(...)   {"p3": [B, D, H / 8, W / 8], ..., "p7": [B, D, H / 128, W / 128]}   D = out_channels
     fpn_level_sizes((H, W))   [(ceil(H / 8), ceil(W / 8)), ..., (ceil(H / 128), ceil(W / 128))]
 
-Chapter: book/10_retinanet (section "Backbone and feature pyramid").
+Chapter: book/10_retinanet (section "The feature pyramid").
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def fpn_level_sizes(
         TypeError, ValueError: if ``image_size`` is not two positive integers or a stride is not
             a positive integer.
 
-    Chapter: book/10_retinanet (section "Backbone and feature pyramid").
+    Chapter: book/10_retinanet (section "The feature pyramid").
     """
     height, width = check_image_size(image_size)
     sizes = []
@@ -118,7 +118,7 @@ class FPN(nn.Module):
         H3, W3], ..., "p5": [B, D, H5, W5], "p6": [B, D, ceil(H5 / 2), ceil(W5 / 2)], "p7": [B, D,
         ceil(H5 / 4), ceil(W5 / 4)]}``.
 
-    Chapter: book/10_retinanet (section "Backbone and feature pyramid").
+    Chapter: book/10_retinanet (section "The feature pyramid").
     """
 
     def __init__(

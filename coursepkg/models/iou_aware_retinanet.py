@@ -186,7 +186,7 @@ def iou_targets(
     Raises:
         TypeError, ValueError: on wrong shapes or dtypes, NaN or inf, or invalid boxes.
 
-    Chapter: book/11_iou_aware_retinanet (section "The target").
+    Chapter: book/11_iou_aware_retinanet (section "The target: the IoU of the regressed box").
     """
     check_tensor(box_regression, "box_regression", dtype="float")
     if box_regression.dim() not in (2, 3) or box_regression.shape[-1] != 4:
@@ -282,7 +282,8 @@ def iou_aware_retinanet_loss(
         TypeError, ValueError: on mismatched shapes or dtypes, NaN or inf inputs, labels outside
             {-1, 0, 1}, or an unknown ``box_loss`` or ``reduction``.
 
-    Chapter: book/11_iou_aware_retinanet (section "The loss").
+    Chapter: book/11_iou_aware_retinanet (section "The loss, and what the gradient through the
+    target does").
     """
     check_tensor(cls_logits, "cls_logits", shape=("B", "N", "K"), dtype="float")
     batch, num, num_classes = cls_logits.shape

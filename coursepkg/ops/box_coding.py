@@ -43,8 +43,9 @@ Where we follow whom:
   eps both agree exactly. Ground-truth widths are not clamped anywhere: a zero-width ground truth
   gives ``t_w = -inf`` in the notes, in torchvision and here, so datasets drop zero-area boxes.
 
-Chapter: book/05_rcnn (section "Bounding-box regression"); reused in book/07_faster_rcnn;
-book/10_retinanet (distances, FCOS).
+Chapter: book/05_rcnn (section "Bounding-box regression"); reused in book/07_faster_rcnn and
+book/10_retinanet; the distances: book/13_fcos (sections "Targets of one point", "The head and
+the loss").
 """
 
 from __future__ import annotations
@@ -250,7 +251,7 @@ def boxes_to_distances(points: Tensor, boxes: Tensor) -> Tensor:
         ValueError: if the last dimensions are not 2 and 4, the leading ones do not broadcast,
             or an input has NaN or inf.
 
-    Chapter: book/10_retinanet (section "FCOS: boxes from points").
+    Chapter: book/13_fcos (section "Targets of one point").
     """
     _check_points_pair(points, boxes, "boxes")
     x, y = points[..., 0], points[..., 1]
@@ -278,7 +279,7 @@ def distances_to_boxes(points: Tensor, distances: Tensor) -> Tensor:
         ValueError: if the last dimensions are not 2 and 4, the leading ones do not broadcast,
             or an input has NaN or inf.
 
-    Chapter: book/10_retinanet (section "FCOS: boxes from points").
+    Chapter: book/13_fcos (section "The head and the loss").
     """
     _check_points_pair(points, distances, "distances")
     return _distances_to_boxes(points, distances)

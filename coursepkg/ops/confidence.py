@@ -83,7 +83,8 @@ def objectness_from_class_probs(probs: Tensor, background_index: int = 0) -> Ten
         ValueError: if ``probs`` is not ``[N, C]`` with ``C >= 2``, holds NaN, inf or a value
             outside ``[0, 1]``, or ``background_index`` is not in ``0..C-1``.
 
-    Chapter: book/09_confidence_bce (section "Objectness from class probabilities").
+    Chapter: book/09_confidence_bce (section "Objectness from class probabilities, or its own
+    branch").
     """
     check_tensor(probs, "probs", shape=("N", "C"), dtype="float")
     num_classes = probs.shape[1]

@@ -11,7 +11,7 @@ Shapes::
     labels                          [N] integer, any shape works (elementwise)
     one_hot_labels(labels, K)       [..., K], a row of zeros where the label is -1
 
-Chapter: book/data_and_conventions (section "Labels").
+Chapter: book/data_and_conventions (section "Images, targets and labels").
 """
 
 from __future__ import annotations
