@@ -328,7 +328,8 @@ def yolo_v1_recipe(profile: str) -> YOLOv1Recipe:
     # generalised (class-agnostic mAP@0.5 0.40). The shapes are generated, so the same 756 steps
     # now see 2000 images 6 times: 0.31 on 100 held-out images, and with the head's C3 features
     # and score_thresh 0.001 the page measured 0.333 on its 200 (COCO mAP 0.144). gpu: the same trade (8000 images x 15 epochs, the compute of 4000 x
-    # 30); not measured yet, a cautious floor above the cpu one.
+    # 30): mAP@0.5 0.689 (COCO mAP 0.360) on the 500 held-out images, run on one CPU thread in
+    # 885 s since no GPU was lent (book/capstone_gpu.json).
     common = {"image_size": (128, 128), "weight_decay": 1e-4, "lr": 3e-3}
     return {
         "smoke": YOLOv1Recipe(
@@ -340,7 +341,7 @@ def yolo_v1_recipe(profile: str) -> YOLOv1Recipe:
             **common,
         ),
         "gpu": YOLOv1Recipe(
-            profile="gpu", num_train=8000, num_val=500, epochs=15, batch_size=16, min_map_50=0.35,
+            profile="gpu", num_train=8000, num_val=500, epochs=15, batch_size=16, min_map_50=0.5,
             **common,
         ),
     }[_check_profile(profile)]
