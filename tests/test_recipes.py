@@ -129,6 +129,26 @@ def test_fcos_recipe_grows_with_the_profile_and_has_a_floor_everywhere():
         fcos_recipe("tpu")
 
 
+def test_fcos_and_retinanet_share_backbone_pyramid_and_tower_widths():
+    """The FCOS paper compares with RetinaNet on one backbone: chapters 13 and 14 do too."""
+    from coursepkg.engine.recipes import fcos_recipe
+    from coursepkg.models.backbones import MultiScaleBackbone
+    from coursepkg.models.fcos import FCOS
+    from coursepkg.models.retinanet import RetinaNet
+
+    for name in PROFILES:
+        fcos, retinanet = fcos_recipe(name).config, retinanet_recipe(name).config
+        assert fcos.backbone_channels == retinanet.backbone_channels
+        assert fcos.fpn_channels == retinanet.fpn_channels
+        assert fcos.num_convs == retinanet.head_convs and fcos.head_norm == retinanet.head_norm
+    # FCOS builds its backbone with the default stem: RetinaNet's must be that one.
+    fcos_model, retina_model = FCOS(fcos_recipe("cpu").config), RetinaNet(retinanet_recipe("cpu").config)
+    assert isinstance(fcos_model.backbone, MultiScaleBackbone)
+    assert [p.shape for p in fcos_model.backbone.parameters()] == [
+        p.shape for p in retina_model.backbone.parameters()
+    ]
+
+
 def test_tree_crowns_recipe_asks_for_no_more_tiles_than_the_training_photographs_have():
     from coursepkg.data.tree_crowns import tile_origins
 
